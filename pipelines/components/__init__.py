@@ -1,0 +1,1 @@
+"""Reusable ingredients: environment, resources, secrets, registry. No flows here."""

@@ -1,0 +1,34 @@
+"""Error types shared by every component, and the "did you mean" helper."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PipelinesError(Exception):
+    """Base class: every error the library raises on purpose says what, where and the fix."""
+
+
+class ConfigError(PipelinesError):
+    """A setting or environment value is missing or invalid."""
+
+
+class SecretNotFoundError(ConfigError):
+    """A secret was looked up by name and found nowhere."""
+
+
+class UnknownNameError(PipelinesError):
+    """A workflow, cookbook, dataset or column name that does not exist."""
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """Return ' Did you mean 'x'?' for the closest choice, or '' when nothing is close."""
+    matches = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean '{matches[0]}'?" if matches else ""
+
+
+def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameError:
+    choices = sorted(set(choices))
+    listed = ", ".join(choices) if choices else "(none)"
+    return UnknownNameError(f"Unknown {kind} '{name}'.{did_you_mean(name, choices)} Known {kind}s: {listed}.")

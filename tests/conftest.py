@@ -1,0 +1,188 @@
+"""Fixtures every test tier shares.
+
+Isolation happens before anything imports Prefect: PREFECT_HOME points at a fresh folder for
+the session, and no developer setting (PIPELINES_*, AWS_*, PREFECT_API_URL) leaks in.
+Services: ``postgres_url`` (a fresh database on the local PostgreSQL, dropped afterwards),
+``s3`` (moto_server on a free loopback port with a fresh bucket). With CI=true a missing
+service fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="pipelines-tests-"))
+for _key in list(os.environ):
+    if _key.startswith(("PIPELINES_", "AWS_", "GITHUB_")) or _key in (
+        "PREFECT_API_URL",
+        "PREFECT_API_KEY",
+        "PREFECT_PROFILE",
+    ):
+        del os.environ[_key]
+os.environ["PREFECT_HOME"] = str(_SESSION_ROOT / "prefect-home")
+os.environ["PREFECT_PROFILES_PATH"] = str(_SESSION_ROOT / "prefect-home" / "profiles.toml")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+
+import pytest  # noqa: E402
+
+CI = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
+_SERVICE_FIXTURES = {"postgres_url", "s3", "s3_server", "prefect_server"}
+
+
+def require_service(message: str) -> None:
+    """Skip locally, fail in CI: a required service that is missing in CI is a failure."""
+    if CI:
+        pytest.fail(f"{message} (CI=true: a missing service is a failure, not a skip)")
+    pytest.skip(message)
+
+
+def pytest_collection_modifyitems(items):
+    """Tier by fixture unless marked: services -> integration, Prefect harness -> local."""
+    for item in items:
+        if any(item.get_closest_marker(m) for m in ("unit", "local", "integration")):
+            continue
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & _SERVICE_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        elif "prefect_harness" in fixtures:
+            item.add_marker(pytest.mark.local)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """Every test runs in its own folder with its own data root, warehouse and namespace."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIPELINES_NAMESPACE", "test")
+    monkeypatch.setenv("PIPELINES_DATA_URL", str(tmp_path / "data"))
+    monkeypatch.setenv("PIPELINES_WAREHOUSE_URL", f"sqlite:///{tmp_path}/warehouse/{{namespace}}.sqlite")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect database for the session (flows run on the ephemeral API)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+# PostgreSQL ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh database on the local PostgreSQL; dropped after the test."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True)
+    except Exception as exc:
+        require_service(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
+    name = f"pipelines_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# S3 (moto_server) ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class S3Env:
+    endpoint_url: str
+    bucket: str
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}"
+
+    @property
+    def options(self):
+        from pipelines.components.resources import S3Options
+
+        return S3Options(endpoint_url=self.endpoint_url, region="us-east-1", key="testing", secret="testing")
+
+    def client(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto_server on a free loopback port for the session (as s3fs's own tests do)."""
+    port = free_port()
+    log = open(_SESSION_ROOT / "moto.log", "wb")  # noqa: SIM115 (closed at teardown)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    except OSError as exc:
+        require_service(f"moto_server could not start: {exc}")
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    import urllib.request
+
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                require_service(f"moto_server did not start on {endpoint}; see {log.name}")
+            time.sleep(0.2)
+    yield endpoint
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch) -> S3Env:
+    """A fresh bucket on the moto server, with the settings and secrets pointing at it."""
+    env = S3Env(endpoint_url=s3_server, bucket=f"test-{uuid.uuid4().hex[:12]}")
+    env.client().create_bucket(Bucket=env.bucket)
+    monkeypatch.setenv("PIPELINES_S3_ENDPOINT_URL", s3_server)
+    monkeypatch.setenv("PIPELINES_S3_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return env
