@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from typing import Annotated
 
 import typer
@@ -12,6 +13,8 @@ from rich.table import Table
 
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
+
+warnings.filterwarnings("ignore", message=".*expression-based index.*")
 
 app = typer.Typer(
     help="Registry-driven data pipelines on Prefect 2: run, inspect and deploy them.",
@@ -108,6 +111,60 @@ def run_command(
         _fail(exc)
     try:
         result = flow(**params)
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(to_jsonable(result))
+
+
+@registry_app.command("check")
+def registry_check_command(
+    path: Annotated[
+        str | None, typer.Option("--path", help="Registry CSV (default: the configured one).")
+    ] = None,
+) -> None:
+    """Validate every registry row and contract; report every problem at once."""
+    from pipelines.components.registry import check_registry
+
+    registry_path = path or get_settings().registry_path
+    specs, problems = check_registry(registry_path)
+    if problems:
+        err.print(f"[bold red]{len(problems)} problem(s)[/] in {registry_path}:", highlight=False)
+        for problem in problems:
+            err.print(f"  - {problem}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
+    console.print(f"{registry_path}: {len(specs)} dataset(s), all valid.", highlight=False)
+
+
+@registry_app.command("list")
+def registry_list_command() -> None:
+    """List the datasets the registry declares."""
+    from pipelines.components.registry import load_registry
+
+    try:
+        registry = load_registry(get_settings().registry_path)
+    except PipelinesError as exc:
+        _fail(exc)
+    for spec in registry:
+        key = "|".join(spec.primary_key) or "-"
+        console.print(
+            f"{spec.name:<16} {spec.stage:<10} {spec.ingestion_style:<11} key={key:<28} {spec.description}",
+            highlight=False,
+        )
+
+
+@app.command("ingest")
+def ingest_command(
+    dataset: Annotated[str, typer.Argument(help="A dataset from the registry.")],
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Rebuild from every raw file.")
+    ] = False,
+) -> None:
+    """Ingest a dataset: landing -> raw (kept) -> cleaned Delta table; prints the result as JSON."""
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.ingest import ingest
+
+    try:
+        result = ingest(dataset=dataset, full_refresh=full_refresh)
     except PipelinesError as exc:
         _fail(exc)
     _print_json(to_jsonable(result))

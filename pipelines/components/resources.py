@@ -313,3 +313,82 @@ class Warehouse:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+# Lake (Delta tables) -------------------------------------------------------------------------
+
+STATE_KEY = "pipelines.state"
+
+
+class Lake:
+    """The Delta tables of one namespace: <root>/<zone>/<dataset> (cleaned, quarantine, aggregated, _meta)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def __repr__(self) -> str:
+        return f"Lake({self.storage.url!r})"
+
+    def uri(self, zone: str, name: str) -> str:
+        return self.storage.uri(zone, name)
+
+    def table(self, zone: str, name: str):
+        """The DeltaTable, or None when it does not exist yet."""
+        from deltalake import DeltaTable
+
+        uri = self.uri(zone, name)
+        if not DeltaTable.is_deltatable(uri, storage_options=self.storage.delta_options or None):
+            return None
+        return DeltaTable(uri, storage_options=self.storage.delta_options or None)
+
+    def exists(self, zone: str, name: str) -> bool:
+        return self.table(zone, name) is not None
+
+    def read(self, zone: str, name: str, *, version: int | None = None):
+        """The whole table as a polars DataFrame (empty frame when the table does not exist)."""
+        import polars as pl
+
+        table = self.table(zone, name)
+        if table is None:
+            return pl.DataFrame()
+        if version is not None:
+            table.load_as_version(version)
+        return pl.from_arrow(table.to_pyarrow_table())
+
+    def scan(self, zone: str, name: str):
+        """A lazy polars scan of the table."""
+        import polars as pl
+
+        return pl.scan_delta(self.uri(zone, name), storage_options=self.storage.delta_options or None)
+
+    def state(self, zone: str, name: str, *, table=None) -> dict | None:
+        """The pipelines state committed with the latest data commit (watermark, files, ...)."""
+        import json
+
+        table = table if table is not None else self.table(zone, name)
+        if table is None:
+            return None
+        limit = 20
+        while True:
+            history = table.history(limit=limit)
+            for commit in history:  # newest first
+                if STATE_KEY in commit:
+                    return json.loads(commit[STATE_KEY])
+            if len(history) < limit:
+                return None
+            limit *= 10
+
+    def append(self, zone: str, name: str, frame, *, partition_by: list[str] | None = None) -> None:
+        """Append rows (creating the table, evolving its schema by adding columns)."""
+        from deltalake import write_deltalake
+
+        if frame.height == 0:
+            return
+        write_deltalake(
+            self.uri(zone, name),
+            frame.to_arrow(),
+            mode="append",
+            partition_by=partition_by,
+            schema_mode="merge",
+            storage_options=self.storage.delta_options or None,
+        )

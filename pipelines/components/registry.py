@@ -1,0 +1,632 @@
+"""The dataset registry (one CSV) and contracts (one YAML per dataset) as typed specs.
+
+A bad registry never half-runs: :func:`load_registry` collects every problem in every row
+and contract and raises them together; ``pipelines registry check`` prints them.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import yaml
+
+from pipelines.components.errors import PipelinesError, did_you_mean, unknown_name
+
+COLUMNS = (
+    "name",
+    "stage",
+    "source",
+    "format",
+    "primary_key",
+    "incremental_field",
+    "partition_field",
+    "ingestion_style",
+    "lookback",
+    "inputs",
+    "transform",
+    "pii_columns",
+    "subject_key",
+    "retention_days",
+    "schema_policy",
+    "quality_policy",
+    "freshness",
+    "owner",
+    "description",
+)
+REQUIRED = ("name", "stage")
+STAGES = ("cleaned", "aggregated")
+FORMATS = ("csv", "json", "ndjson", "parquet", "sql")
+STYLES = ("incremental", "full")
+SCHEMA_POLICIES = ("evolve", "freeze", "discard_columns")
+QUALITY_POLICIES = ("fail", "quarantine", "warn")
+TYPES = (
+    "string",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float32",
+    "float64",
+    "decimal(p,s)",
+    "bool",
+    "date",
+    "datetime",
+)
+COLUMN_KEYS = (
+    "type",
+    "nullable",
+    "description",
+    "format",
+    "timezone",
+    "thousands",
+    "decimal",
+    "true_values",
+    "false_values",
+)
+SOURCE_KEYS = (
+    "null_values",
+    "encoding",
+    "delimiter",
+    "quote",
+    "connection",
+    "table",
+    "query",
+    "records_path",
+    "pagination",
+    "params",
+    "headers",
+    "since_param",
+    "timeout",
+)
+CONTRACT_KEYS = ("description", "source", "columns", "expectations")
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_DECIMAL_RE = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
+_TRANSFORM_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_INT_TYPES = {"int8": pl.Int8, "int16": pl.Int16, "int32": pl.Int32, "int64": pl.Int64}
+_FLOAT_TYPES = {"float32": pl.Float32, "float64": pl.Float64}
+DEFAULT_TRUE = ("true", "t", "yes", "y", "1")
+DEFAULT_FALSE = ("false", "f", "no", "n", "0")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the registry, located and with what is allowed."""
+
+    where: str  # "datasets.csv row 3" or "contracts/flights.yaml"
+    column: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        value = "" if self.value in (None, "") else f" = {self.value!r}"
+        return f"{self.where}, {self.column}{value}: {self.message}"
+
+
+class RegistryError(PipelinesError):
+    """The registry or a contract is invalid; lists every problem found."""
+
+    def __init__(self, problems: list[Problem], path: str | Path) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"The registry {path} has {len(problems)} problem(s); nothing was run:\n{lines}\n"
+            "Fix them and check again with `pipelines registry check`."
+        )
+
+
+def parse_duration(text: str | None) -> timedelta | None:
+    """'3d' -> 3 days; '', '0' or None -> None. Units: s, m, h, d, w."""
+    if text is None or str(text).strip() in ("", "0"):
+        return None
+    match = _DURATION_RE.match(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write a number and a unit (s, m, h, d, w), e.g. 3d")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One contract column: its type and how to parse it from text."""
+
+    name: str
+    type: str
+    nullable: bool = True
+    description: str = ""
+    formats: tuple[str, ...] = ()
+    timezone: str | None = None
+    thousands: str | None = None
+    decimal: str = "."
+    true_values: tuple[str, ...] = DEFAULT_TRUE
+    false_values: tuple[str, ...] = DEFAULT_FALSE
+
+    @property
+    def dtype(self) -> pl.DataType:
+        if self.type == "string":
+            return pl.String()
+        if self.type in _INT_TYPES:
+            return _INT_TYPES[self.type]()
+        if self.type in _FLOAT_TYPES:
+            return _FLOAT_TYPES[self.type]()
+        if self.type == "bool":
+            return pl.Boolean()
+        if self.type == "date":
+            return pl.Date()
+        if self.type == "datetime":
+            return pl.Datetime("us", "UTC" if self.timezone else None)
+        match = _DECIMAL_RE.match(self.type)
+        if match:
+            return pl.Decimal(int(match.group(1)), int(match.group(2)))
+        raise PipelinesError(f"Column {self.name!r} has unknown type {self.type!r}.")
+
+    @property
+    def is_temporal(self) -> bool:
+        return self.type in ("date", "datetime")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What a dataset's columns are and how its source is read."""
+
+    columns: Mapping[str, ColumnSpec]
+    source: Mapping[str, Any] = field(default_factory=dict)
+    expectations: tuple[Mapping[str, Any], ...] = ()
+    description: str = ""
+
+    @property
+    def null_values(self) -> tuple[str, ...]:
+        values = self.source.get("null_values", [""])
+        return tuple(str(v) for v in ([values] if isinstance(values, str) else values))
+
+    @property
+    def schema(self) -> dict[str, pl.DataType]:
+        return {name: col.dtype for name, col in self.columns.items()}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One registry row with its contract, validated."""
+
+    name: str
+    stage: str
+    source: str = ""
+    format: str = ""
+    primary_key: tuple[str, ...] = ()
+    incremental_field: str | None = None
+    partition_field: str | None = None
+    ingestion_style: str = "incremental"
+    lookback: timedelta | None = None
+    inputs: tuple[str, ...] = ()
+    transform: str | None = None
+    pii_columns: tuple[str, ...] = ()
+    subject_key: str | None = None
+    retention_days: int | None = None
+    schema_policy: str = "evolve"
+    quality_policy: str = "quarantine"
+    freshness: timedelta | None = None
+    owner: str = ""
+    description: str = ""
+    contract: Contract = field(default_factory=lambda: Contract(columns={}))
+    row: int = 0
+
+    @property
+    def source_kind(self) -> str:
+        """files, sql or http."""
+        if self.format == "sql":
+            return "sql"
+        if self.source.startswith(("http://", "https://")):
+            return "http"
+        return "files"
+
+    @property
+    def incremental(self) -> bool:
+        return self.ingestion_style == "incremental"
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    datasets: Mapping[str, DatasetSpec]
+
+    def get(self, name: str) -> DatasetSpec:
+        if name not in self.datasets:
+            raise unknown_name("dataset", name, self.datasets)
+        return self.datasets[name]
+
+    def __iter__(self):
+        return iter(self.datasets.values())
+
+    def downstream(self, name: str) -> list[DatasetSpec]:
+        return [d for d in self if name in d.inputs]
+
+
+def _split(cell: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (cell or "").split("|") if p.strip())
+
+
+def _choice(problems, where, column, value, allowed: Iterable[str], default: str | None = None):
+    value = (value or "").strip()
+    if not value and default is not None:
+        return default
+    if value not in allowed:
+        problems.append(
+            Problem(
+                where, column, value, f"must be one of {', '.join(allowed)}.{did_you_mean(value, allowed)}"
+            )
+        )
+    return value
+
+
+def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
+    where = f"contracts/{path.name}"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        problems.append(Problem(where, "(yaml)", None, f"is not valid YAML: {exc}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(where, "(top level)", None, "must be a mapping with a 'columns' key."))
+        return None
+    for key in data:
+        if key not in CONTRACT_KEYS:
+            problems.append(
+                Problem(
+                    where,
+                    key,
+                    None,
+                    f"unknown key; allowed: {', '.join(CONTRACT_KEYS)}.{did_you_mean(key, CONTRACT_KEYS)}",
+                )
+            )
+    source = data.get("source") or {}
+    if not isinstance(source, dict):
+        problems.append(Problem(where, "source", None, "must be a mapping."))
+        source = {}
+    for key in source:
+        if key not in SOURCE_KEYS:
+            problems.append(
+                Problem(
+                    where,
+                    f"source.{key}",
+                    None,
+                    f"unknown key; allowed: {', '.join(SOURCE_KEYS)}.{did_you_mean(key, SOURCE_KEYS)}",
+                )
+            )
+    raw_columns = data.get("columns")
+    if not isinstance(raw_columns, dict) or not raw_columns:
+        problems.append(Problem(where, "columns", None, "must map each column name to {type: ...}."))
+        return None
+    columns: dict[str, ColumnSpec] = {}
+    for name, spec in raw_columns.items():
+        col_where = f"columns.{name}"
+        if isinstance(spec, str):
+            spec = {"type": spec}
+        if not isinstance(spec, dict):
+            problems.append(Problem(where, col_where, spec, "must be a mapping like {type: int64}."))
+            continue
+        for key in spec:
+            if key not in COLUMN_KEYS:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{col_where}.{key}",
+                        None,
+                        f"unknown key; allowed: {', '.join(COLUMN_KEYS)}.{did_you_mean(key, COLUMN_KEYS)}",
+                    )
+                )
+        col_type = str(spec.get("type", "")).strip().lower().replace(" ", "")
+        if not (col_type in TYPES or _DECIMAL_RE.match(col_type)):
+            problems.append(
+                Problem(
+                    where,
+                    f"{col_where}.type",
+                    spec.get("type"),
+                    f"unknown type; allowed: {', '.join(TYPES)}.{did_you_mean(col_type, TYPES)}",
+                )
+            )
+            continue
+        match = _DECIMAL_RE.match(col_type)
+        if match and not (0 < int(match.group(1)) <= 38 and int(match.group(2)) <= int(match.group(1))):
+            problems.append(
+                Problem(where, f"{col_where}.type", col_type, "decimal(p,s) needs 1 <= p <= 38 and s <= p.")
+            )
+            continue
+        formats = spec.get("format") or ()
+        formats = (formats,) if isinstance(formats, str) else tuple(str(f) for f in formats)
+        if formats and col_type not in ("date", "datetime"):
+            problems.append(
+                Problem(
+                    where,
+                    f"{col_where}.format",
+                    formats[0],
+                    "format applies to date and datetime columns only.",
+                )
+            )
+        timezone = spec.get("timezone")
+        if timezone:
+            try:
+                import zoneinfo
+
+                zoneinfo.ZoneInfo(str(timezone))
+            except Exception:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{col_where}.timezone",
+                        timezone,
+                        "unknown time zone; use an IANA name such as UTC or America/New_York.",
+                    )
+                )
+        nullable = spec.get("nullable", True)
+        if not isinstance(nullable, bool):
+            problems.append(Problem(where, f"{col_where}.nullable", nullable, "must be true or false."))
+            nullable = True
+        columns[str(name)] = ColumnSpec(
+            name=str(name),
+            type=col_type,
+            nullable=nullable,
+            description=str(spec.get("description", "")),
+            formats=formats,
+            timezone=str(timezone) if timezone else None,
+            thousands=spec.get("thousands"),
+            decimal=str(spec.get("decimal", ".")),
+            true_values=tuple(str(v).lower() for v in spec.get("true_values", DEFAULT_TRUE)),
+            false_values=tuple(str(v).lower() for v in spec.get("false_values", DEFAULT_FALSE)),
+        )
+    expectations = data.get("expectations") or []
+    if not isinstance(expectations, list):
+        problems.append(Problem(where, "expectations", None, "must be a list."))
+        expectations = []
+    return Contract(
+        columns=columns,
+        source=source,
+        expectations=tuple(expectations),
+        description=str(data.get("description", "")),
+    )
+
+
+def _check_columns(problems, where, column, names: Iterable[str], contract: Contract | None) -> None:
+    if contract is None:
+        return
+    for name in names:
+        if name not in contract.columns:
+            problems.append(
+                Problem(
+                    where,
+                    column,
+                    name,
+                    f"is not a column of the contract.{did_you_mean(name, contract.columns)}",
+                )
+            )
+
+
+def _parse_row(
+    row: dict[str, str], number: int, contracts_dir: Path, problems: list[Problem], names: set[str]
+):
+    where = f"datasets.csv row {number}"
+    name = (row.get("name") or "").strip()
+    if not _NAME_RE.match(name):
+        problems.append(
+            Problem(
+                where, "name", name, "must be 1-63 lower-case letters, digits or '_', starting with a letter."
+            )
+        )
+    elif name in names:
+        problems.append(Problem(where, "name", name, "is declared twice; dataset names are unique."))
+    names.add(name)
+    stage = _choice(problems, where, "stage", row.get("stage"), STAGES)
+    style = _choice(problems, where, "ingestion_style", row.get("ingestion_style"), STYLES, "incremental")
+    schema_policy = _choice(
+        problems, where, "schema_policy", row.get("schema_policy"), SCHEMA_POLICIES, "evolve"
+    )
+    quality_policy = _choice(
+        problems, where, "quality_policy", row.get("quality_policy"), QUALITY_POLICIES, "quarantine"
+    )
+    fmt = (row.get("format") or "").strip()
+    source = (row.get("source") or "").strip()
+
+    contract_path = contracts_dir / f"{name}.yaml"
+    contract = None
+    if contract_path.is_file():
+        contract = load_contract(contract_path, problems)
+    elif stage == "cleaned":
+        problems.append(
+            Problem(where, "name", name, f"has no contract; create {contract_path} with its columns.")
+        )
+
+    if stage == "cleaned":
+        if not source:
+            problems.append(
+                Problem(
+                    where,
+                    "source",
+                    "",
+                    "is required for a cleaned dataset: a glob under the landing URL, sql:<table> or an http(s) URL.",
+                )
+            )
+        if fmt not in FORMATS:
+            problems.append(
+                Problem(
+                    where, "format", fmt, f"must be one of {', '.join(FORMATS)}.{did_you_mean(fmt, FORMATS)}"
+                )
+            )
+        if fmt == "sql" and contract is not None and not contract.source.get("connection"):
+            problems.append(
+                Problem(
+                    where,
+                    "format",
+                    fmt,
+                    "a sql source needs source.connection (the name of a secret holding the database URL) in its contract.",
+                )
+            )
+    elif stage == "aggregated":
+        inputs = _split(row.get("inputs"))
+        if not inputs:
+            problems.append(
+                Problem(
+                    where,
+                    "inputs",
+                    "",
+                    "an aggregated dataset names its upstream datasets, separated by '|'.",
+                )
+            )
+        transform = (row.get("transform") or "").strip()
+        if not _TRANSFORM_RE.match(transform):
+            problems.append(
+                Problem(
+                    where,
+                    "transform",
+                    transform,
+                    "must be module:function, e.g. pipelines.transforms.flights:daily_delays.",
+                )
+            )
+
+    primary_key = _split(row.get("primary_key"))
+    incremental_field = (row.get("incremental_field") or "").strip() or None
+    partition_field = (row.get("partition_field") or "").strip() or None
+    if stage == "cleaned" and not primary_key:
+        problems.append(
+            Problem(
+                where, "primary_key", "", "is required: the column(s) that identify a row, separated by '|'."
+            )
+        )
+    if stage == "cleaned" and style == "incremental" and fmt == "sql" and not incremental_field:
+        problems.append(
+            Problem(
+                where,
+                "incremental_field",
+                "",
+                "an incremental sql source needs the field to push the predicate down on.",
+            )
+        )
+    _check_columns(problems, where, "primary_key", primary_key, contract)
+    _check_columns(
+        problems, where, "incremental_field", [incremental_field] if incremental_field else [], contract
+    )
+    _check_columns(problems, where, "partition_field", [partition_field] if partition_field else [], contract)
+    pii = _split(row.get("pii_columns"))
+    _check_columns(problems, where, "pii_columns", pii, contract)
+    subject_key = (row.get("subject_key") or "").strip() or None
+    _check_columns(problems, where, "subject_key", [subject_key] if subject_key else [], contract)
+
+    durations = {}
+    for column in ("lookback", "freshness"):
+        try:
+            durations[column] = parse_duration(row.get(column))
+        except ValueError as exc:
+            problems.append(Problem(where, column, row.get(column), str(exc) + "."))
+            durations[column] = None
+    retention = (row.get("retention_days") or "").strip()
+    retention_days = None
+    if retention:
+        if retention.isdigit():
+            retention_days = int(retention)
+        else:
+            problems.append(Problem(where, "retention_days", retention, "must be a whole number of days."))
+
+    return DatasetSpec(
+        name=name,
+        stage=stage,
+        source=source,
+        format=fmt,
+        primary_key=primary_key,
+        incremental_field=incremental_field,
+        partition_field=partition_field,
+        ingestion_style=style,
+        lookback=durations["lookback"],
+        inputs=_split(row.get("inputs")),
+        transform=(row.get("transform") or "").strip() or None,
+        pii_columns=pii,
+        subject_key=subject_key,
+        retention_days=retention_days,
+        schema_policy=schema_policy,
+        quality_policy=quality_policy,
+        freshness=durations["freshness"],
+        owner=(row.get("owner") or "").strip(),
+        description=(row.get("description") or "").strip(),
+        contract=contract or Contract(columns={}),
+        row=number,
+    )
+
+
+def check_registry(path: str | Path) -> tuple[dict[str, DatasetSpec], list[Problem]]:
+    """Parse and validate every row and contract; returns the specs and every problem found."""
+    path = Path(path)
+    problems: list[Problem] = []
+    if not path.is_file():
+        return {}, [
+            Problem(str(path), "(file)", None, "does not exist; set PIPELINES_REGISTRY to the registry CSV.")
+        ]
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        for column in header:
+            if column not in COLUMNS:
+                problems.append(
+                    Problem(
+                        "datasets.csv header",
+                        column,
+                        None,
+                        f"unknown column.{did_you_mean(column, COLUMNS)} Known: {', '.join(COLUMNS)}.",
+                    )
+                )
+        for column in REQUIRED:
+            if column not in header:
+                problems.append(Problem("datasets.csv header", column, None, "required column is missing."))
+        specs: dict[str, DatasetSpec] = {}
+        names: set[str] = set()
+        for number, row in enumerate(reader, start=2):
+            if None in row:
+                problems.append(
+                    Problem(
+                        f"datasets.csv row {number}",
+                        "(row)",
+                        None,
+                        "has more cells than the header; quote cells that contain commas.",
+                    )
+                )
+                continue
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            spec = _parse_row(row, number, path.parent / "contracts", problems, names)
+            specs.setdefault(spec.name, spec)
+    for spec in specs.values():
+        for upstream in spec.inputs:
+            if upstream not in specs:
+                problems.append(
+                    Problem(
+                        f"datasets.csv row {spec.row}",
+                        "inputs",
+                        upstream,
+                        f"is not a dataset in the registry.{did_you_mean(upstream, specs)}",
+                    )
+                )
+        if spec.transform and spec.stage == "aggregated" and _TRANSFORM_RE.match(spec.transform):
+            module = spec.transform.split(":")[0]
+            if importlib.util.find_spec(module.split(".")[0]) is None:
+                problems.append(
+                    Problem(
+                        f"datasets.csv row {spec.row}",
+                        "transform",
+                        spec.transform,
+                        f"module {module!r} cannot be imported.",
+                    )
+                )
+    return specs, problems
+
+
+def load_registry(path: str | Path) -> Registry:
+    """The registry, or a RegistryError listing every problem (nothing half-runs)."""
+    specs, problems = check_registry(path)
+    if problems:
+        raise RegistryError(problems, path)
+    return Registry(path=Path(path), datasets=specs)
