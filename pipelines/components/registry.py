@@ -92,6 +92,23 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 _DECIMAL_RE = re.compile(r"^decimal\((\d+),\s*(\d+)\)$")
 _TRANSFORM_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_SYNONYMS = {
+    "int": "int64",
+    "integer": "int64",
+    "bigint": "int64",
+    "smallint": "int16",
+    "long": "int64",
+    "float": "float64",
+    "double": "float64",
+    "real": "float32",
+    "numeric": "decimal(p,s)",
+    "str": "string",
+    "text": "string",
+    "varchar": "string",
+    "boolean": "bool",
+    "timestamp": "datetime",
+    "timestamptz": "datetime",
+}
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _INT_TYPES = {"int8": pl.Int8, "int16": pl.Int16, "int32": pl.Int32, "int64": pl.Int64}
 _FLOAT_TYPES = {"float32": pl.Float32, "float64": pl.Float64}
@@ -325,14 +342,21 @@ def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
                 )
         col_type = str(spec.get("type", "")).strip().lower().replace(" ", "")
         if not (col_type in TYPES or _DECIMAL_RE.match(col_type)):
+            hint = (
+                f" Did you mean '{_SYNONYMS[col_type]}'?"
+                if col_type in _SYNONYMS
+                else did_you_mean(col_type, TYPES)
+            )
             problems.append(
                 Problem(
                     where,
                     f"{col_where}.type",
                     spec.get("type"),
-                    f"unknown type; allowed: {', '.join(TYPES)}.{did_you_mean(col_type, TYPES)}",
+                    f"unknown type; allowed: {', '.join(TYPES)}.{hint}",
                 )
             )
+            # keep the column (as text) so the same mistake is not reported again as a missing key
+            columns[str(name)] = ColumnSpec(name=str(name), type="string")
             continue
         match = _DECIMAL_RE.match(col_type)
         if match and not (0 < int(match.group(1)) <= 38 and int(match.group(2)) <= int(match.group(1))):
