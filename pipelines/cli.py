@@ -91,7 +91,7 @@ def list_command() -> None:
     from pipelines.components.discovery import discover
 
     for entry in discover():
-        console.print(f"{entry.kind:<9} {entry.name:<16} {entry.summary}", highlight=False)
+        console.print(f"{entry.kind:<9} {entry.name:<16} {entry.summary}", highlight=False, soft_wrap=True)
 
 
 @app.command("run")
