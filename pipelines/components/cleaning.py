@@ -376,9 +376,24 @@ def _parse_expr(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
     return result.dt.replace_time_zone("UTC") if col.timezone else result
 
 
-def _cast_typed(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
-    """A typed source column (parquet) -> the contract's type, without silent truncation."""
-    return expr.cast(col.dtype, strict=False)
+def _cast_typed(expr: pl.Expr, col: ColumnSpec, source: pl.DataType) -> pl.Expr:
+    """A typed source column (parquet, SQL) -> the contract's type; a lossy cast becomes null (caught).
+
+    1.7 into int8 or 1.25 into decimal(5,1) would round silently, so a value that does not
+    survive the round trip back to its source type fails instead.
+    """
+    if col.type == "datetime" and isinstance(source, pl.Datetime):
+        if source.time_zone is None and col.timezone:
+            return expr.dt.replace_time_zone(
+                col.timezone, ambiguous="earliest", non_existent="null"
+            ).dt.convert_time_zone("UTC")
+        return expr.dt.convert_time_zone("UTC") if col.timezone else expr.dt.replace_time_zone(None)
+    cast = expr.cast(col.dtype, strict=False)
+    if source.is_numeric() or source == pl.Boolean:
+        if col.type == "string":
+            return cast
+        return pl.when(cast.cast(source, strict=False) == expr).then(cast).otherwise(pl.lit(None, col.dtype))
+    return cast
 
 
 @dataclass
@@ -401,6 +416,8 @@ def cast_to_contract(
     Bad rows become quarantine rows naming the first failing column, the rule (type /
     not_null) and every reason; good rows come out strongly typed. Columns the contract
     does not know are returned in extra_columns (kept as text when keep_extra).
+    Typed values and failure flags are computed in one pass; reasons and the raw record
+    are built for the failing rows only, so clean data pays almost nothing for them.
     """
     null_values = [v for v in contract.null_values if v != ""]
     present = [c for c in frame.columns if c not in LINEAGE]
@@ -409,84 +426,88 @@ def cast_to_contract(
     if missing:
         frame = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
 
-    raw_exprs, typed_exprs, failures = {}, [], []
-    for name, col in contract.columns.items():
-        source_dtype = frame.schema[name]
+    cleaned_exprs, typed_exprs, flag_exprs = [], [], []
+    rules: list[tuple[str, ColumnSpec, bool]] = []
+    for index, (name, col) in enumerate(contract.columns.items()):
         raw = pl.col(name)
-        if source_dtype == pl.String:
+        if frame.schema[name] == pl.String:
             cleaned = raw
             if null_values:
                 cleaned = pl.when(raw.is_in(null_values)).then(pl.lit(None, pl.String)).otherwise(raw)
             cleaned = (
                 pl.when(cleaned.str.strip_chars() == "").then(pl.lit(None, pl.String)).otherwise(cleaned)
             )
-            typed = _parse_expr(cleaned, col)
+            typed = _parse_expr(pl.col(f"__c{index}"), col)
         else:
             cleaned = raw
-            typed = _cast_typed(raw, col)
-        raw_exprs[name] = cleaned
-        typed_exprs.append(typed.alias(name))
-        type_failed = cleaned.is_not_null() & typed.is_null()
+            typed = _cast_typed(pl.col(f"__c{index}"), col, frame.schema[name])
         required = (not col.nullable) or name in primary_key
-        shown = cleaned.cast(pl.String).str.slice(0, 200)
-        failures.append(
-            (
-                name,
-                pl.when(type_failed)
-                .then(pl.lit("type"))
-                .when(pl.lit(required) & cleaned.is_null())
-                .then(pl.lit("not_null")),
-                pl.when(type_failed)
-                .then(pl.format(f"{name}: '{{}}' is not a valid {col.type}{_format_hint(col)}", shown))
-                .when(pl.lit(required) & cleaned.is_null())
-                .then(
-                    pl.lit(
-                        f"{name}: missing from the source but required"
-                        if name in missing
-                        else f"{name}: null in a {'primary key' if name in primary_key else 'non-nullable'} column"
-                    )
-                ),
-            )
-        )
-
-    rule = pl.coalesce([r for _, r, _ in failures]) if failures else pl.lit(None, pl.String)
-    column = (
-        pl.coalesce([pl.when(r.is_not_null()).then(pl.lit(n)) for n, r, _ in failures])
-        if failures
-        else pl.lit(None, pl.String)
-    )
-    reason = (
-        pl.concat_str([m for _, _, m in failures], separator="; ", ignore_nulls=True)
-        if failures
-        else pl.lit(None, pl.String)
-    )
+        cleaned_exprs.append(cleaned.alias(f"__c{index}"))
+        typed_exprs.append(typed.alias(f"__t{index}"))
+        type_failed = pl.col(f"__c{index}").is_not_null() & pl.col(f"__t{index}").is_null()
+        null_failed = pl.col(f"__c{index}").is_null() if required else pl.lit(False)
+        flag_exprs.append((type_failed | null_failed).alias(f"__f{index}"))
+        rules.append((name, col, required))
 
     lineage = [c for c in LINEAGE if c in frame.columns]
-    extra_exprs = [pl.col(c).cast(pl.String) for c in extra] if keep_extra else []
-    staged = frame.select(
-        *typed_exprs,
-        *extra_exprs,
-        *[pl.col(c) for c in lineage],
-        rule.alias("__rule"),
-        column.alias("__column"),
-        reason.alias("__reason"),
-        pl.struct([pl.col(c).cast(pl.String) for c in present]).struct.json_encode().alias("__record")
-        if present
-        else pl.lit("{}").alias("__record"),
+    staged = (
+        frame.lazy()
+        .with_columns(cleaned_exprs)
+        .with_columns(typed_exprs)
+        .with_columns(flag_exprs)
+        .with_columns(
+            pl.any_horizontal([f"__f{i}" for i in range(len(rules))]).alias("__bad")
+            if rules
+            else pl.lit(False).alias("__bad")
+        )
+        .collect()
     )
-    bad_mask = pl.col("__rule").is_not_null()
-    good = staged.filter(~bad_mask).drop("__rule", "__column", "__reason", "__record")
-    bad = staged.filter(bad_mask).select(
+    good = staged.filter(~pl.col("__bad")).select(
+        *[pl.col(f"__t{i}").alias(name) for i, (name, _, _) in enumerate(rules)],
+        *([pl.col(c).cast(pl.String) for c in extra] if keep_extra else []),
+        *[pl.col(c) for c in lineage],
+    )
+    failing = staged.filter(pl.col("__bad"))
+    if failing.height == 0:
+        return CastResult(good=good, bad=empty_quarantine(), extra_columns=extra, missing_columns=missing)
+
+    rule_exprs, column_exprs, reason_exprs = [], [], []
+    for index, (name, col, required) in enumerate(rules):
+        c, t = pl.col(f"__c{index}"), pl.col(f"__t{index}")
+        type_failed = c.is_not_null() & t.is_null()
+        null_failed = pl.lit(required) & c.is_null()
+        null_reason = (
+            f"{name}: missing from the source but required"
+            if name in missing
+            else f"{name}: null in a {'primary key' if name in primary_key else 'non-nullable'} column"
+        )
+        shown = c.cast(pl.String).str.slice(0, 200)
+        rule_exprs.append(
+            pl.when(type_failed).then(pl.lit("type")).when(null_failed).then(pl.lit("not_null"))
+        )
+        column_exprs.append(pl.when(type_failed | null_failed).then(pl.lit(name)))
+        reason_exprs.append(
+            pl.when(type_failed)
+            .then(pl.format(f"{name}: '{{}}' is not a valid {col.type}{_format_hint(col)}", shown))
+            .when(null_failed)
+            .then(pl.lit(null_reason))
+        )
+    record = (
+        pl.struct([pl.col(c).cast(pl.String) for c in present]).struct.json_encode()
+        if present
+        else pl.lit("{}")
+    )
+    bad = failing.select(
         pl.col(SOURCE_FILE).alias("source_file")
-        if SOURCE_FILE in staged.columns
+        if SOURCE_FILE in failing.columns
         else pl.lit(None, pl.String).alias("source_file"),
         pl.col(SOURCE_LINE).cast(pl.Int64).alias("source_line")
-        if SOURCE_LINE in staged.columns
+        if SOURCE_LINE in failing.columns
         else pl.lit(None, pl.Int64).alias("source_line"),
-        pl.col("__column").alias("column"),
-        pl.col("__rule").alias("rule"),
-        pl.col("__reason").alias("reason"),
-        pl.col("__record").alias("record"),
+        pl.coalesce(column_exprs).alias("column"),
+        pl.coalesce(rule_exprs).alias("rule"),
+        pl.concat_str(reason_exprs, separator="; ", ignore_nulls=True).alias("reason"),
+        record.alias("record"),
     )
     return CastResult(good=good, bad=bad, extra_columns=extra, missing_columns=missing)
 

@@ -284,6 +284,12 @@ def _choice(problems, where, column, value, allowed: Iterable[str], default: str
     return value
 
 
+def _values(value) -> tuple[str, ...]:
+    """A list of strings from YAML; a single string is one value, not its characters."""
+    items = [value] if isinstance(value, str | int | bool) else list(value or [])
+    return tuple(str(v).lower() for v in items)
+
+
 def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
     where = f"contracts/{path.name}"
     try:
@@ -341,7 +347,7 @@ def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
                     )
                 )
         col_type = str(spec.get("type", "")).strip().lower().replace(" ", "")
-        if not (col_type in TYPES or _DECIMAL_RE.match(col_type)):
+        if not ((col_type in TYPES and col_type != "decimal(p,s)") or _DECIMAL_RE.match(col_type)):
             hint = (
                 f" Did you mean '{_SYNONYMS[col_type]}'?"
                 if col_type in _SYNONYMS
@@ -403,8 +409,8 @@ def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
             timezone=str(timezone) if timezone else None,
             thousands=spec.get("thousands"),
             decimal=str(spec.get("decimal", ".")),
-            true_values=tuple(str(v).lower() for v in spec.get("true_values", DEFAULT_TRUE)),
-            false_values=tuple(str(v).lower() for v in spec.get("false_values", DEFAULT_FALSE)),
+            true_values=_values(spec.get("true_values", DEFAULT_TRUE)),
+            false_values=_values(spec.get("false_values", DEFAULT_FALSE)),
         )
     expectations = data.get("expectations") or []
     if not isinstance(expectations, list):

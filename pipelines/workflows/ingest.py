@@ -124,6 +124,7 @@ def _land(
     known = raw_index(storage, spec.name)
     today = datetime.now(UTC).date().isoformat()
     written: list[str] = []
+    current: list[str] = []
     skipped = 0
 
     def keep(name: str, data: bytes) -> None:
@@ -131,11 +132,14 @@ def _land(
         digest = _content_hash(data)
         if digest in known:
             skipped += 1
+            if known[digest] not in current:
+                current.append(known[digest])
             return
         rel = f"{RAW}/{spec.name}/ingest_date={today}/{run_id}-{digest}.{_ext(name)}"
         storage.write_atomic(rel, data)
         known[digest] = rel
         written.append(rel)
+        current.append(rel)
 
     if spec.source_kind == "files":
         landing, pattern = _landing_storage(spec, settings)
@@ -177,7 +181,7 @@ def _land(
         ):
             keep(f"{arrival.name}.{arrival.ext}", arrival.data)
     logger.info("%s: %d new raw file(s), %d already ingested", spec.name, len(written), skipped)
-    return {"written": written, "skipped": skipped}
+    return {"written": written, "skipped": skipped, "current": current}
 
 
 def _since(spec: DatasetSpec, state: dict | None) -> Any:
@@ -233,6 +237,7 @@ def _clean_and_commit(
     run_id: str,
     full_refresh: bool,
     landed: list[str],
+    current: list[str] | None = None,
 ) -> IngestResult:
     logger = get_run_logger()
     storage = lake.storage
@@ -241,14 +246,20 @@ def _clean_and_commit(
     index = raw_index(storage, spec.name)
     mode = "full_refresh" if full_refresh else ("incremental" if spec.incremental else "full")
 
-    pending = [rel for digest, rel in index.items() if digest not in committed]
-    if full_refresh:
+    if spec.incremental:
         pending = (
-            list(index.values()) if spec.incremental else (pending or list((state or {}).get("snapshot", [])))
+            list(index.values()) if full_refresh else [r for d, r in index.items() if d not in committed]
         )
-    # Files from earlier, interrupted runs first; this run's files in the order they landed.
-    landed_set = set(landed)
-    pending = sorted(p for p in pending if p not in landed_set) + [p for p in landed if p in set(pending)]
+        # Files from earlier, interrupted runs first; this run's files in the order they landed.
+        landed_set = set(landed)
+        pending = sorted(p for p in pending if p not in landed_set) + [p for p in landed if p in set(pending)]
+    else:
+        # A full dataset's table is the snapshot the source shows now: every file it currently
+        # offers, new or already seen. It is replaced only when that set differs from the last one.
+        previous = list((state or {}).get("snapshot", []))
+        pending = list(current) if current else previous
+        if not full_refresh and sorted(pending) == sorted(previous):
+            pending = []
     result = IngestResult(
         dataset=spec.name,
         namespace=namespace,
@@ -281,6 +292,14 @@ def _clean_and_commit(
                 logger.warning("Rejected whole file: %s", whole.get_column("reason")[0])
             rejects.append(parsed.rejects)
     frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
+    if not spec.incremental and result.rejected_files:
+        whole = pl.concat(rejects, how="vertical_relaxed")
+        _write_quarantine(lake, spec.name, whole, run_id, datetime.now(UTC), pending)
+        raise PipelinesError(
+            f"The new snapshot of {spec.name!r} has unreadable file(s): {', '.join(result.rejected_files)}. "
+            "Its cleaned table was left as it was (a partial snapshot would replace good rows); the reasons "
+            f"are in quarantine/{spec.name}. Fix the source or the contract's source section and run ingest again."
+        )
 
     # schema policy, decided before anything is written
     extra = [c for c in frame.columns if c not in spec.contract.columns and c not in cleaning.LINEAGE]
@@ -331,7 +350,7 @@ def _clean_and_commit(
             if isinstance(previous, datetime) and column.timezone and previous.tzinfo is None:
                 previous = previous.replace(tzinfo=UTC)
             partition_col = spec.contract.columns.get(spec.partition_field) if spec.partition_field else None
-            if partition_col is not None and partition_col.is_temporal:
+            if partition_col is not None and partition_col.is_temporal and column.is_temporal:
                 cutoff = previous.date().isoformat() if isinstance(previous, datetime) else str(previous)
                 late = good.filter(pl.col(cleaning.PARTITION) < cutoff).height
             else:
@@ -381,27 +400,24 @@ def _write_quarantine(
     lake: Lake, dataset: str, bad: pl.DataFrame, run_id: str, now: datetime, files: list[str]
 ) -> None:
     """Replace the quarantine rows of these raw files in one commit (a rerun writes no duplicates)."""
+    uri = lake.uri(QUARANTINE, dataset)
+    options = lake.storage.delta_options or None
+    table = lake.table(QUARANTINE, dataset)
     if bad.height == 0:
+        if table is not None and files:
+            table.delete(f"source_file IN ({', '.join(_sql_str(f) for f in sorted(set(files)))})")
         return
     frame = bad.with_columns(
         pl.lit(dataset).alias("dataset"),
         pl.lit(run_id).alias("run_id"),
         pl.lit(now).dt.replace_time_zone("UTC").alias("quarantined_at"),
     )
-    uri = lake.uri(QUARANTINE, dataset)
-    options = lake.storage.delta_options or None
-    if lake.table(QUARANTINE, dataset) is None:
+    if table is None:
         write_deltalake(uri, frame.to_arrow(), mode="append", storage_options=options)
         return
-    predicate = f"source_file IN ({', '.join(_sql_str(f) for f in sorted(set(frame.get_column('source_file').to_list())))})"
-    write_deltalake(
-        uri,
-        frame.to_arrow(),
-        mode="overwrite",
-        predicate=predicate,
-        storage_options=options,
-        schema_mode=None,
-    )
+    names = sorted(set(files) | set(frame.get_column("source_file").to_list()))
+    predicate = f"source_file IN ({', '.join(_sql_str(f) for f in names)})"
+    write_deltalake(uri, frame.to_arrow(), mode="overwrite", predicate=predicate, storage_options=options)
 
 
 def _commit_cleaned(
@@ -442,7 +458,7 @@ def _commit_cleaned(
             predicate=keys,
             source_alias="s",
             target_alias="t",
-            merge_schema=spec.schema_policy == "evolve",
+            merge_schema=True,  # extra columns were already rejected or dropped by the schema policy
             commit_properties=commit,
         )
         inc = spec.incremental_field
@@ -479,19 +495,20 @@ def _record_meta(
                     "watermark_before": result.watermark_before,
                     "watermark_after": result.watermark_after,
                     "touched_partitions": json.dumps(result.touched_partitions),
-                    "raw_files": json.dumps(result.processed_files),
+                    "processed_files": json.dumps(result.processed_files),
                     "cleaned_version": result.cleaned_version,
                 }
             ]
         ).with_columns(pl.col("finished_at").dt.replace_time_zone("UTC")),
     )
     history = lake.read(META, "schemas")
-    previous = history.filter(pl.col("dataset") == spec.name) if history.height else history
-    if previous.height and not added and not result.schema_changes:
+    previous = history.filter(pl.col("dataset") == spec.name).sort("version") if history.height else history
+    if lake.table(CLEANED, spec.name) is None:
         return
-    version = (previous.get_column("version").max() or 0) + 1 if previous.height else 1
-    table = lake.table(CLEANED, spec.name)
-    columns = {f.name: str(f.type) for f in table.schema().to_arrow()} if table is not None else {}
+    columns = {name: str(dtype) for name, dtype in lake.scan(CLEANED, spec.name).collect_schema().items()}
+    if previous.height and json.loads(previous.get_column("columns")[-1]) == columns:
+        return
+    version = int(previous.get_column("version").max()) + 1 if previous.height else 1
     change = "; ".join(result.schema_changes) or "initial schema from the contract"
     lake.append(
         META,
@@ -552,7 +569,7 @@ def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
     state = lake.state(CLEANED, spec.name)
     run_id = _run_id()
     landed = _land(spec, settings, storage, state, run_id)
-    result = _clean_and_commit(spec, lake, state, run_id, full_refresh, landed["written"])
+    result = _clean_and_commit(spec, lake, state, run_id, full_refresh, landed["written"], landed["current"])
     result.skipped_files = landed["skipped"]
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(

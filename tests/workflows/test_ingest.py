@@ -407,3 +407,93 @@ def test_ingest_on_s3_continues_from_state_at_the_destination(env, s3, monkeypat
     assert (second.written, second.skipped_files) == (1, 1)
     lake = Lake(Storage(f"{s3.url}/lake/test", s3.options))
     assert sorted(lake.read("cleaned", "orders").get_column("order_id").to_list()) == [1, 2]
+
+
+def _full(env):
+    env.registry(
+        [_orders_row(ingestion_style="full", incremental_field="", partition_field="")], {"orders": ORDERS}
+    )
+
+
+def test_full_snapshot_of_several_files_keeps_the_unchanged_ones(env):
+    _full(env)
+    env.land("part1.csv", HEADER + "1,10,,2024-01-01 10:00:00,a\n")
+    env.land("part2.csv", HEADER + "2,10,,2024-01-01 10:00:00,b\n")
+    ingest("orders")
+    env.land("part2.csv", HEADER + "2,10,,2024-01-01 10:00:00,b-changed\n")
+    ingest("orders")
+    assert dict(env.cleaned().select("order_id", "status").iter_rows()) == {1: "a", 2: "b-changed"}
+
+
+def test_full_snapshot_reverted_to_earlier_bytes_is_applied(env):
+    _full(env)
+    original = HEADER + "1,10,,2024-01-01 10:00:00,original\n"
+    env.land("snap.csv", original)
+    ingest("orders")
+    env.land("snap.csv", HEADER + "1,10,,2024-01-01 10:00:00,changed\n")
+    ingest("orders")
+    env.land("snap.csv", original)
+    result = ingest("orders")
+    assert result.status == "completed"
+    assert env.cleaned().get_column("status").to_list() == ["original"]
+
+
+def test_unreadable_full_snapshot_leaves_the_table_as_it_was(env):
+    _full(env)
+    env.land("snap.csv", HEADER + "1,10,,2024-01-01 10:00:00,good\n")
+    ingest("orders")
+    env.land("snap.csv", (HEADER + "2,10,,2024-01-01 10:00:00,café\n").encode("latin-1"))
+    with pytest.raises(Exception, match="left as it was"):
+        ingest("orders")
+    assert env.cleaned().get_column("status").to_list() == ["good"]
+    assert env.quarantine().get_column("rule").to_list() == ["encoding"]
+
+
+def test_contract_fix_and_full_refresh_clear_old_quarantine_rows(env):
+    env.land(
+        "d1.csv",
+        HEADER
+        + "1,10,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n2,10 EUR,2024-01-01 10:00:00,2024-01-01 10:00:00,x\n",
+    )
+    ingest("orders")
+    assert env.quarantine().height == 1
+    env.registry(
+        [_orders_row()],
+        {
+            "orders": ORDERS.replace(
+                'amount:     {type: "decimal(12,2)", thousands: ","}', "amount: {type: string}"
+            )
+        },
+    )
+    result = ingest("orders", full_refresh=True)
+    assert (result.written, result.quarantined) == (2, 0)
+    assert env.quarantine().height == 0
+
+
+def test_typed_sources_never_round_silently(env):
+    contract = ORDERS.replace(
+        'amount:     {type: "decimal(12,2)", thousands: ","}', 'amount: {type: "decimal(5,1)"}'
+    )
+    env.registry([_orders_row(source="orders/*.parquet", format="parquet")], {"orders": contract})
+    frame = pl.DataFrame(
+        {"order_id": [1.0, 2.0, 3.7], "amount": [1.5, 1.25, 2.0], "updated_at": ["2024-01-01 10:00:00"] * 3}
+    )
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    env.land("a.parquet", buffer.getvalue())
+    result = ingest("orders")
+    assert (result.written, result.quarantined) == (1, 2)
+    reasons = " ".join(env.quarantine().get_column("reason").to_list())
+    assert "order_id: '3.7' is not a valid int64" in reasons
+    assert "amount: '1.25' is not a valid decimal(5,1)" in reasons
+
+
+def test_schema_history_is_readable_and_only_grows_on_change(env):
+    env.registry([_orders_row(schema_policy="discard_columns")], {"orders": ORDERS})
+    env.land("d1.csv", HEADER.strip() + ",channel\n1,10,2024-01-01 10:00:00,2024-01-01 10:00:00,new,web\n")
+    ingest("orders")
+    env.land("d2.csv", HEADER.strip() + ",channel\n2,10,2024-01-02 10:00:00,2024-01-02 10:00:00,new,app\n")
+    ingest("orders")
+    schemas = env.lake.read("_meta", "schemas")
+    assert schemas.height == 1
+    assert json.loads(schemas.get_column("columns")[0])["amount"] == "Decimal(precision=12, scale=2)"

@@ -1,0 +1,51 @@
+import pytest
+
+from pipelines.components.registry import RegistryError, load_registry, parse_duration
+from tests.workflows.test_ingest import ORDERS, _orders_row, _registry
+
+
+def test_the_shipped_registry_loads_with_typed_specs():
+    from pipelines.components.environment import DEFAULT_REGISTRY
+
+    registry = load_registry(DEFAULT_REGISTRY)
+    flights = registry.get("flights")
+    assert flights.primary_key == ("carrier", "flight", "time_hour")
+    assert flights.contract.columns["time_hour"].timezone == "UTC"
+    assert flights.lookback.days == 3
+
+
+def test_placeholder_decimal_type_is_rejected(tmp_path):
+    path = _registry(
+        tmp_path, [_orders_row()], {"orders": ORDERS.replace('"decimal(12,2)"', '"decimal(p,s)"')}
+    )
+    with pytest.raises(RegistryError, match="unknown type"):
+        load_registry(path)
+
+
+def test_single_string_true_values_is_one_value(tmp_path):
+    contract = ORDERS + '  paid: {type: bool, true_values: "yes", false_values: ["no"]}\n'
+    spec = load_registry(_registry(tmp_path, [_orders_row()], {"orders": contract})).get("orders")
+    assert spec.contract.columns["paid"].true_values == ("yes",)
+
+
+def test_durations():
+    assert parse_duration("3d").days == 3 and parse_duration("0") is None
+    with pytest.raises(ValueError, match=r"e\.g\. 3d"):
+        parse_duration("3 days")
+
+
+def test_a_bad_registry_never_half_runs(tmp_path):
+    path = _registry(
+        tmp_path,
+        [_orders_row(), _orders_row(name="orders"), _orders_row(name="x", lookback="soon")],
+        {"orders": ORDERS},
+    )
+    with pytest.raises(RegistryError) as info:
+        load_registry(path)
+    message = str(info.value)
+    assert "3 problem(s); nothing was run" in message
+    assert (
+        "is declared twice" in message
+        and "has no contract" in message
+        and "'soon' is not a duration" in message
+    )
