@@ -48,6 +48,10 @@ def empty_quarantine() -> pl.DataFrame:
     return pl.DataFrame(schema=QUARANTINE_SCHEMA)
 
 
+def _rejects_frame(rejects: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rejects, schema=QUARANTINE_SCHEMA) if rejects else empty_quarantine()
+
+
 @dataclass
 class Parsed:
     """One raw file parsed to text columns, plus what could not be parsed."""
@@ -210,7 +214,7 @@ def _parse_csv_strict(data: bytes, separator: str, quote: str | None, source: st
         lines.append(start)
     frame = pl.DataFrame(rows, schema=dict.fromkeys(header, pl.String), orient="row")
     frame = frame.with_columns(pl.Series(SOURCE_LINE, lines, dtype=pl.Int64))
-    rejects_frame = pl.DataFrame(rejects, schema=QUARANTINE_SCHEMA) if rejects else empty_quarantine()
+    rejects_frame = _rejects_frame(rejects)
     return Parsed(frame=frame, rejects=rejects_frame, rows_in=len(rows) + len(rejects))
 
 
@@ -263,7 +267,7 @@ def _parse_ndjson(data: bytes, contract: Contract, source: str) -> Parsed:
         lines.append(number)
     return Parsed(
         frame=_records_frame(records, lines),
-        rejects=pl.DataFrame(rejects, schema=QUARANTINE_SCHEMA) if rejects else empty_quarantine(),
+        rejects=_rejects_frame(rejects),
         rows_in=len(records) + len(rejects),
     )
 
@@ -312,7 +316,7 @@ def _parse_json(data: bytes, contract: Contract, source: str) -> Parsed:
             )
     return Parsed(
         frame=_records_frame(records, lines),
-        rejects=pl.DataFrame(rejects, schema=QUARANTINE_SCHEMA) if rejects else empty_quarantine(),
+        rejects=_rejects_frame(rejects),
         rows_in=len(value),
     )
 

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
@@ -30,7 +30,7 @@ from pipelines.components import cleaning
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.registry import DatasetSpec, load_registry
-from pipelines.components.resources import STATE_KEY, Lake, Storage
+from pipelines.components.resources import STATE_KEY, Lake, Storage, quote_ident
 
 RAW, CLEANED, QUARANTINE, META = "raw", "cleaned", "quarantine", "_meta"
 RUN_ID, INGESTED_AT = "_run_id", "_ingested_at"
@@ -73,13 +73,19 @@ def _content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
+def _raw_hash(rel: str) -> str | None:
+    """The content hash in a raw file name <run_id>-<hash>.<ext>, or None for another name."""
+    stem = rel.rsplit("/", 1)[-1].split(".", 1)[0]
+    return stem.rsplit("-", 1)[1] if "-" in stem else None
+
+
 def raw_index(storage: Storage, dataset: str) -> dict[str, str]:
     """content hash -> raw path, for every raw file of the dataset (oldest first)."""
     index: dict[str, str] = {}
     for rel in storage.glob(f"{RAW}/{dataset}/ingest_date=*/*"):
-        stem = rel.rsplit("/", 1)[-1].split(".", 1)[0]
-        if "-" in stem:
-            index.setdefault(stem.rsplit("-", 1)[1], rel)
+        digest = _raw_hash(rel)
+        if digest:
+            index.setdefault(digest, rel)
     return index
 
 
@@ -181,7 +187,7 @@ def _land(
         ):
             keep(f"{arrival.name}.{arrival.ext}", arrival.data)
     logger.info("%s: %d new raw file(s), %d already ingested", spec.name, len(written), skipped)
-    return {"written": written, "skipped": skipped, "current": current}
+    return {"written": written, "skipped": skipped, "current": current, "index": known}
 
 
 def _since(spec: DatasetSpec, state: dict | None) -> Any:
@@ -221,10 +227,6 @@ def _from_text(text: str, type_: str) -> Any:
 # clean and commit ----------------------------------------------------------------------------
 
 
-def _sql_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -236,14 +238,15 @@ def _clean_and_commit(
     state: dict | None,
     run_id: str,
     full_refresh: bool,
-    landed: list[str],
-    current: list[str] | None = None,
+    landed: dict[str, Any],
 ) -> IngestResult:
     logger = get_run_logger()
     storage = lake.storage
     namespace = storage.url.rstrip("/").rsplit("/", 1)[-1]
     committed: dict[str, str] = dict((state or {}).get("files", {}))
-    index = raw_index(storage, spec.name)
+    table = lake.table(CLEANED, spec.name)
+    index: dict[str, str] = landed["index"]
+    current: list[str] = landed["current"]
     mode = "full_refresh" if full_refresh else ("incremental" if spec.incremental else "full")
 
     if spec.incremental:
@@ -251,8 +254,10 @@ def _clean_and_commit(
             list(index.values()) if full_refresh else [r for d, r in index.items() if d not in committed]
         )
         # Files from earlier, interrupted runs first; this run's files in the order they landed.
-        landed_set = set(landed)
-        pending = sorted(p for p in pending if p not in landed_set) + [p for p in landed if p in set(pending)]
+        written = landed["written"]
+        pending = sorted(p for p in pending if p not in set(written)) + [
+            p for p in written if p in set(pending)
+        ]
     else:
         # A full dataset's table is the snapshot the source shows now: every file it currently
         # offers, new or already seen. It is replaced only when that set differs from the last one.
@@ -266,14 +271,13 @@ def _clean_and_commit(
         run_id=run_id,
         mode=mode,
         status="completed",
-        raw_files=landed,
+        raw_files=landed["written"],
         watermark_before=(state or {}).get("watermark"),
         watermark_after=(state or {}).get("watermark"),
         cleaned_table=lake.uri(CLEANED, spec.name),
     )
     if not pending:
         result.status = "no_new_data"
-        table = lake.table(CLEANED, spec.name)
         result.cleaned_version = table.version() if table is not None else None
         return result
 
@@ -303,7 +307,6 @@ def _clean_and_commit(
 
     # schema policy, decided before anything is written
     extra = [c for c in frame.columns if c not in spec.contract.columns and c not in cleaning.LINEAGE]
-    table = lake.table(CLEANED, spec.name)
     known_extra = set(table.schema().to_arrow().names) if table is not None else set()
     new_extra = [c for c in extra if c not in known_extra]
     if extra and spec.schema_policy == "freeze":
@@ -363,7 +366,7 @@ def _clean_and_commit(
     touched = sorted(good.get_column(cleaning.PARTITION).unique().to_list()) if good.height else []
     files_after = {} if (full_refresh and spec.incremental) else committed
     for rel in pending:
-        files_after[rel.rsplit("/", 1)[-1].split(".", 1)[0].rsplit("-", 1)[1]] = rel
+        files_after[_raw_hash(rel)] = rel
     new_state = {
         "run_id": run_id,
         "at": now.isoformat(),
@@ -374,7 +377,9 @@ def _clean_and_commit(
     }
 
     _write_quarantine(lake, spec.name, all_bad, run_id, now, pending)
-    version = _commit_cleaned(lake, spec, good, new_state, overwrite=full_refresh or not spec.incremental)
+    committed_table = _commit_cleaned(
+        lake, spec, table, good, new_state, overwrite=full_refresh or not spec.incremental
+    )
 
     result.rows_in = rows_in
     result.written = good.height
@@ -385,14 +390,14 @@ def _clean_and_commit(
     result.watermark_after = watermark_after
     result.touched_partitions = touched
     result.processed_files = pending
-    result.cleaned_version = version
+    result.cleaned_version = committed_table.version()
     if result.rows_in != result.written + result.quarantined + result.duplicates_collapsed:
         raise PipelinesError(
             f"Row accounting failed for {spec.name}: {result.rows_in} in, {result.written} written, "
             f"{result.quarantined} quarantined, {result.duplicates_collapsed} collapsed. Nothing is lost "
             "(raw files are kept), but this is a bug: please report it with the raw files."
         )
-    _record_meta(lake, spec, result, new_extra if spec.schema_policy == "evolve" else [], now)
+    _record_meta(lake, spec, result, committed_table, now)
     return result
 
 
@@ -421,13 +426,18 @@ def _write_quarantine(
 
 
 def _commit_cleaned(
-    lake: Lake, spec: DatasetSpec, good: pl.DataFrame, state: dict, *, overwrite: bool
-) -> int:
-    """One Delta commit carrying the rows and the state that describes them."""
+    lake: Lake,
+    spec: DatasetSpec,
+    table: DeltaTable | None,
+    good: pl.DataFrame,
+    state: dict,
+    *,
+    overwrite: bool,
+) -> DeltaTable:
+    """One Delta commit carrying the rows and the state that describes them; returns the new table."""
     uri = lake.uri(CLEANED, spec.name)
     options = lake.storage.delta_options or None
     commit = CommitProperties(custom_metadata={STATE_KEY: json.dumps(state)})
-    table = lake.table(CLEANED, spec.name)
     partition_by = [cleaning.PARTITION]
     if good.width == 0:
         if table is None:
@@ -452,7 +462,7 @@ def _commit_cleaned(
             uri, arrow, mode="append", storage_options=options, commit_properties=commit, schema_mode="merge"
         )
     else:
-        keys = " AND ".join(f"t.{_sql_ident(k)} = s.{_sql_ident(k)}" for k in spec.primary_key)
+        keys = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in spec.primary_key)
         merger = table.merge(
             arrow,
             predicate=keys,
@@ -464,16 +474,16 @@ def _commit_cleaned(
         inc = spec.incremental_field
         if inc:
             # An older version of a row (by the incremental field) never overwrites a newer one.
-            newer = f"t.{_sql_ident(inc)} IS NULL OR (s.{_sql_ident(inc)} IS NOT NULL AND s.{_sql_ident(inc)} >= t.{_sql_ident(inc)})"
+            newer = f"t.{quote_ident(inc)} IS NULL OR (s.{quote_ident(inc)} IS NOT NULL AND s.{quote_ident(inc)} >= t.{quote_ident(inc)})"
             merger = merger.when_matched_update_all(predicate=newer)
         else:
             merger = merger.when_matched_update_all()
         merger.when_not_matched_insert_all().execute()
-    return lake.table(CLEANED, spec.name).version()
+    return lake.table(CLEANED, spec.name)
 
 
 def _record_meta(
-    lake: Lake, spec: DatasetSpec, result: IngestResult, added: list[str], now: datetime
+    lake: Lake, spec: DatasetSpec, result: IngestResult, table: DeltaTable, now: datetime
 ) -> None:
     """Run history and schema versions under _meta (derived; the cleaned commit is the truth)."""
     lake.append(
@@ -503,9 +513,7 @@ def _record_meta(
     )
     history = lake.read(META, "schemas")
     previous = history.filter(pl.col("dataset") == spec.name).sort("version") if history.height else history
-    if lake.table(CLEANED, spec.name) is None:
-        return
-    columns = {name: str(dtype) for name, dtype in lake.scan(CLEANED, spec.name).collect_schema().items()}
+    columns = {name: str(dtype) for name, dtype in pl.scan_delta(table).collect_schema().items()}
     if previous.height and json.loads(previous.get_column("columns")[-1]) == columns:
         return
     version = int(previous.get_column("version").max()) + 1 if previous.height else 1
@@ -569,7 +577,7 @@ def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
     state = lake.state(CLEANED, spec.name)
     run_id = _run_id()
     landed = _land(spec, settings, storage, state, run_id)
-    result = _clean_and_commit(spec, lake, state, run_id, full_refresh, landed["written"], landed["current"])
+    result = _clean_and_commit(spec, lake, state, run_id, full_refresh, landed)
     result.skipped_files = landed["skipped"]
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(
