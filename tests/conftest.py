@@ -186,3 +186,113 @@ def s3(s3_server, monkeypatch) -> S3Env:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     return env
+
+
+# Prefect server and worker (real processes on loopback) ---------------------------------------
+
+
+def _prefect_executable() -> str:
+    return str(Path(sys.executable).with_name("prefect"))
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float, what: str, log: Path) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except Exception:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            require_service(f"{what} did not come up at {url}; last log lines:\n{tail}")
+        time.sleep(0.3)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@dataclass
+class PrefectServer:
+    """A real ``prefect server`` on a free loopback port, with its own home and SQLite database.
+
+    ``env`` is what a subprocess (CLI, worker, notebook kernel) needs to talk to it;
+    ``settings()`` points this process's Prefect client at it for the duration of a block.
+    """
+
+    api_url: str
+    ui_url: str
+    root: Path
+    env: dict
+
+    def settings(self):
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        return temporary_settings(updates={PREFECT_API_URL: self.api_url})
+
+    def start_worker(self, pool: str, *, cwd: Path | None = None, env: dict | None = None):
+        """Start ``prefect worker start --pool <pool>`` (process type); returns a stoppable handle."""
+        log = self.root / f"worker-{pool}-{uuid.uuid4().hex[:6]}.log"
+        proc = subprocess.Popen(
+            [_prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"],
+            cwd=str(cwd or Path.cwd()),
+            env={**self.env, **(env or {})},
+            stdout=open(log, "wb"),  # noqa: SIM115 (the child owns it)
+            stderr=subprocess.STDOUT,
+        )
+        return PrefectWorker(proc=proc, log=log)
+
+
+@dataclass
+class PrefectWorker:
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        _stop(self.proc)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One real Prefect server for the session (deployment, client and UI tests share it)."""
+    root = _SESSION_ROOT / "prefect-server"
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPELINES_", "PREFECT_"))} | {
+        "PREFECT_HOME": str(root / "home"),
+        "PREFECT_PROFILES_PATH": str(root / "home" / "profiles.toml"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{root / 'server.db'}",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+        "PREFECT_API_SERVICES_LATE_RUNS_ENABLED": "false",
+    }
+    log = root / "server.log"
+    proc = subprocess.Popen(
+        [_prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=open(log, "wb"),  # noqa: SIM115 (the child owns it)
+        stderr=subprocess.STDOUT,
+    )
+    _wait_http(f"{api_url}/health", proc, 120, "prefect server", log)
+    client_env = {k: v for k, v in env.items() if k != "PREFECT_API_DATABASE_CONNECTION_URL"}
+    client_env["PREFECT_API_URL"] = api_url
+    try:
+        yield PrefectServer(api_url=api_url, ui_url=f"http://127.0.0.1:{port}", root=root, env=client_env)
+    finally:
+        _stop(proc)
