@@ -93,9 +93,9 @@ def sync_status(
 ) -> None:
     """Make the dataset's ``_meta/partitions`` rows agree with its committed state.
 
-    Every partition in ``stale`` is listed as stale with its reason; a partition listed as stale
-    before that is no longer stale becomes ``current`` if the table still holds it (it was rebuilt)
-    or ``removed`` with ``removed_reason`` if it does not.
+    Every partition in ``stale`` is listed as stale with its reason. A listed partition that is no
+    longer stale becomes ``current`` when the table holds it again (it was rebuilt), and a stale one
+    the table no longer holds becomes ``removed`` with ``removed_reason``.
     """
     existing = partition_status(lake, dataset)
     rows = {row["partition"]: row for row in existing.iter_rows(named=True)}
@@ -110,8 +110,10 @@ def sync_status(
             "run_id": info["run_id"],
         }
     for partition, row in rows.items():
-        if row["status"] == "stale" and partition not in stale:
-            rebuilt = partition in present
+        if partition in stale:
+            continue
+        rebuilt = partition in present
+        if (rebuilt and row["status"] != "current") or (not rebuilt and row["status"] == "stale"):
             desired[partition] = {
                 "dataset": dataset,
                 "partition": partition,
