@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from pipelines.components.errors import PipelinesError
 from pipelines.workflows.aggregate import AggregateResult, aggregate
@@ -11,6 +11,7 @@ from pipelines.workflows.aggregate import AggregateResult, aggregate
 class AggregateSummary(BaseModel):
     """One aggregated dataset as a cookbook reports it."""
 
+    run_id: str = Field(description="the aggregate run; its rows carry it in _run_id")
     status: str
     mode: str
     reason: str
@@ -23,6 +24,7 @@ class AggregateSummary(BaseModel):
 
 def summarise_aggregate(result: AggregateResult) -> AggregateSummary:
     return AggregateSummary(
+        run_id=result.run_id,
         status=result.status,
         mode=result.mode,
         reason=result.reason,
