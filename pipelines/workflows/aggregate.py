@@ -367,6 +367,21 @@ def _partition_values(frame: pl.DataFrame, field: str) -> pl.Expr:
     return pl.col(field).cast(pl.String).fill_null("unknown").alias(PARTITION)
 
 
+def _schema_difference(table: dict, output: dict) -> str:
+    """'adds column(s) x; drops column(s) y; changes z from Int64 to Float64', or '' when they match."""
+    parts = []
+    added = [c for c in output if c not in table]
+    dropped = [c for c in table if c not in output]
+    changed = [f"{c} from {table[c]} to {output[c]}" for c in output if c in table and table[c] != output[c]]
+    if added:
+        parts.append(f"adds column(s) {', '.join(added)}")
+    if dropped:
+        parts.append(f"drops column(s) {', '.join(dropped)}")
+    if changed:
+        parts.append(f"changes {', '.join(changed)}")
+    return "; ".join(parts)
+
+
 def _stale_reason(partition: str, plan: _Plan, run_id: str) -> str:
     gone = [f"{i.name} (version {i.version})" for i in plan.inputs if partition in i.disappeared]
     if gone:
@@ -383,7 +398,11 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
     table = lake.table(AGGREGATED, spec.name)
     partitioned = bool(spec.partition_field)
 
-    what = f"partitions {', '.join(plan.affected)}" if plan.mode == "incremental" else "all the input rows"
+    if plan.mode == "incremental":
+        more = f" and {len(plan.affected) - 5} more" if len(plan.affected) > 5 else ""
+        what = f"partition(s) {', '.join(plan.affected[:5])}{more}"
+    else:
+        what = "all the input rows"
     frame = _conform(spec, _run_transform(spec, function, _read_inputs(lake, plan), what))
     if partitioned:
         frame = frame.with_columns(_partition_values(frame, spec.partition_field))
@@ -400,6 +419,13 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
                 "same key as its inputs, or leave its partition_field empty so it is rebuilt whole."
             )
 
+    if table is not None and not partitioned and PARTITION in table.metadata().partition_columns:
+        raise PipelinesError(
+            f"{uri} is partitioned by {PARTITION}, but {spec.name!r} no longer has a partition_field "
+            f"(registry row {spec.row}), and a Delta table's partitioning cannot be dropped in place. Its "
+            "rows are derived, so delete that folder (or move it away) and run "
+            f"`pipelines aggregate {spec.name}` to rebuild it unpartitioned."
+        )
     existing = table_partitions(table) if (table is not None and partitioned) else set()
     stale: dict[str, dict] = dict((plan.previous or {}).get("stale_partitions") or {})
     if stale and not partitioned:
@@ -451,12 +477,11 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
             commit_properties=commit,
         )
     else:
-        current_schema = dict(pl.scan_delta(table).collect_schema())
-        if current_schema != dict(frame.schema):
+        difference = _schema_difference(dict(pl.scan_delta(table).collect_schema()), dict(frame.schema))
+        if difference:
             raise TransformError(
-                f"The output of {spec.transform!r} no longer has the columns and types of {uri} "
-                f"(now {dict(frame.schema)}, table {current_schema}), and the table has partition(s) this "
-                f"run keeps ({', '.join(sorted(kept)[:5])}), which cannot be rewritten to the new schema. "
+                f"The output of {spec.transform!r} {difference} compared with {uri}, and the table has "
+                f"partition(s) this run keeps ({', '.join(sorted(kept)[:5])}), which cannot be rewritten to the new schema. "
                 f"Remove them with `pipelines cleanup {spec.name}` if they are stale, then run "
                 f"`pipelines aggregate {spec.name} --full-refresh`."
             )
@@ -481,7 +506,7 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
         present=present,
         run_id=run_id,
         now=now,
-        removed_reason="removed",
+        removed_reason=f"no longer in the table (deleted outside cleanup; noticed by run {run_id})",
     )
     logger.info(
         "%s: %s build wrote %d row(s) in %d partition(s); %d marked stale",

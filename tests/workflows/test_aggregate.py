@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 
 import duckdb
 import polars as pl
@@ -296,12 +297,7 @@ def test_an_unpartitioned_dataset_is_rebuilt_whole_only_when_an_input_changed(en
 def test_a_changed_definition_rebuilds_in_full(env):
     env.ingest("sales", "stores")
     aggregate("daily_sales")
-    import tests.workflows.test_aggregate as module
-
-    def with_note(inputs):
-        return daily_sales(inputs).with_columns(pl.lit("x").alias("note"))
-
-    env.monkeypatch.setattr(module, "daily_sales_with_note", with_note, raising=False)
+    env.monkeypatch.setattr(sys.modules[__name__], "daily_sales_with_note", _with_note, raising=False)
     env.registry(daily_transform="daily_sales_with_note")
     env.folder.joinpath("contracts", "daily_sales.yaml").write_text(DAILY + "  note:     {type: string}\n")
     result = aggregate("daily_sales")
@@ -385,6 +381,36 @@ def test_erasure_with_state_marks_stale_and_a_commit_without_state_forces_a_full
     day4 = env.rows().filter(pl.col("day") == pl.date(2024, 1, 4))
     assert day4.select("store_id", "amount").rows() == [("s2", 2)]
     assert result.stale_partitions == ["2024-01-03"]
+
+
+def _with_note(inputs):
+    return daily_sales(inputs).with_columns(pl.lit("x").alias("note"))
+
+
+def test_a_new_schema_never_drops_stale_partitions_silently(env):
+    env.registry(sales_style="full")
+    env.ingest("sales", "stores")
+    aggregate("daily_sales")
+    env.land("sales/d3.csv", HEADER + _sale(6, "s1", 1, 4) + _sale(7, "s2", 2, 4))
+    env.ingest("sales")
+    assert aggregate("daily_sales").stale_partitions == ["2024-01-03"]
+
+    env.monkeypatch.setattr(sys.modules[__name__], "daily_sales_with_note", _with_note, raising=False)
+    env.registry(sales_style="full", daily_transform="daily_sales_with_note")
+    env.folder.joinpath("contracts", "daily_sales.yaml").write_text(DAILY + "  note:     {type: string}\n")
+    version = env.lake.table("aggregated", "daily_sales").version()
+    with pytest.raises(TransformError) as info:
+        aggregate("daily_sales")
+    message = str(info.value)
+    assert "adds column(s) note" in message
+    assert "keeps (2024-01-03), which cannot be rewritten to the new schema" in message
+    assert "`pipelines cleanup daily_sales`" in message and "--full-refresh" in message
+    assert env.lake.table("aggregated", "daily_sales").version() == version
+
+    cleanup("daily_sales")
+    rebuilt = aggregate("daily_sales")
+    assert rebuilt.mode == "full" and rebuilt.stale_partitions == []
+    assert env.rows().get_column("note").to_list() == ["x"] * 6  # 01-01, 01-02 and 01-04, two stores each
 
 
 # errors ------------------------------------------------------------------------------------------
