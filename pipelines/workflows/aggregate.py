@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from pipelines.components.environment import get_settings
-from pipelines.components.errors import PipelinesError
+from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.partitions import (
     PARTITION,
     sql_in,
@@ -122,7 +122,7 @@ class _Plan(BaseModel):
 def _load_transform(spec: DatasetSpec) -> tuple[Callable[..., Any], str]:
     """The transform function and a hash of its module's source (a code change means a full rebuild)."""
     module_name, _, function_name = (spec.transform or "").partition(":")
-    where = f"dataset {spec.name!r} (registry row {spec.row}, transform = {spec.transform!r})"
+    where = f"dataset {spec.name!r} (registry row {spec.row})"
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
@@ -132,9 +132,11 @@ def _load_transform(spec: DatasetSpec) -> tuple[Callable[..., Any], str]:
         ) from exc
     function = getattr(module, function_name, None)
     if not callable(function):
-        public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
-        from pipelines.components.errors import did_you_mean
-
+        public = [
+            n
+            for n, v in vars(module).items()
+            if inspect.isfunction(v) and v.__module__ == module.__name__ and not n.startswith("_")
+        ]
         raise TransformError(
             f"The transform {spec.transform!r} of {where}: module {module_name!r} has no function "
             f"{function_name!r}.{did_you_mean(function_name, public)} Its functions: {', '.join(sorted(public)) or '(none)'}."

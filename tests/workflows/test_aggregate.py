@@ -442,6 +442,18 @@ def test_transform_errors_name_the_transform_and_write_nothing(env):
     message = _build_with(env, "daily_sale")
     assert f"module '{HERE}' has no function 'daily_sale'. Did you mean 'daily_sales'?" in message
 
+    env.registry(daily_transform="x")
+    registry = env.folder / "datasets.csv"
+    registry.write_text(
+        registry.read_text().replace(f"{HERE}:x", "tests.workflows.no_such_module:daily_sales")
+    )
+    with pytest.raises(TransformError) as info:
+        aggregate("daily_sales")
+    assert (
+        "The transform 'tests.workflows.no_such_module:daily_sales' of dataset 'daily_sales' (registry row 4) "
+        "cannot be imported: ModuleNotFoundError"
+    ) in str(info.value)
+
 
 def test_an_output_partition_from_other_input_partitions_is_refused_incrementally(env):
     env.registry(daily_transform="next_day")
