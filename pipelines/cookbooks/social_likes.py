@@ -1,0 +1,166 @@
+"""Social likes end to end: land the sample, ingest posts and likes, build likes per user and the top users."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from prefect import flow, get_run_logger, task
+from pydantic import BaseModel
+
+from pipelines.components.environment import get_settings
+from pipelines.components.errors import PipelinesError
+from pipelines.components.resources import Lake, Storage
+from pipelines.cookbooks._steps import AggregateSummary, build_aggregate, summarise_aggregate
+from pipelines.samples import social_likes as sample
+from pipelines.workflows.ingest import ingest
+
+INGESTED = ("posts", "likes")
+AGGREGATES = ("likes_per_user", "user_top3_avg", "top_users")
+FIRST_DAY = sample.START.isoformat()
+LAST_DAY = (sample.START + timedelta(days=sample.DAYS - 1)).isoformat()
+
+
+class IngestSummary(BaseModel):
+    status: str
+    rows_in: int
+    written: int
+    quarantined: int
+    duplicates_collapsed: int
+    late_rows: int
+
+
+class TopUser(BaseModel):
+    rank: int
+    user_id: str
+    top3_avg_likes: float
+    top3_likes: int
+    top3_posts: int
+
+
+class SocialLikesResult(BaseModel):
+    """What the social likes cookbook did, the top 10 users, and a line a person can read."""
+
+    namespace: str
+    window: str
+    landed_files: int
+    ingested: dict[str, IngestSummary]
+    aggregates: dict[str, AggregateSummary]
+    top_users: list[TopUser]
+    duration_seconds: float
+    summary: str
+
+
+@task(name="land social likes sample")
+def _land(landing_url: str, start: str, through: str) -> int:
+    report = sample.land_social_likes(
+        Storage.from_settings(landing_url, get_settings()), start=start, through=through
+    )
+    get_run_logger().info(
+        "Landed %d file(s) for %s..%s: %d post row(s), %d like row(s)",
+        len(report.files),
+        start,
+        through,
+        report.rows["posts"],
+        report.rows["likes"],
+    )
+    return len(report.files)
+
+
+@flow(name="social_likes", persist_result=True, result_serializer="json")
+def social_likes(
+    start: str = FIRST_DAY, through: str = LAST_DAY, land_sample: bool = True
+) -> SocialLikesResult:
+    """Social likes end to end: land the sample, ingest posts and likes, build likes per user and the top users."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    settings = get_settings()
+    window = f"{start}..{through}"
+    rerun = f"pipelines run social_likes -p start={start} -p through={through}"
+    landed = _land(settings.landing_url, start, through) if land_sample else 0
+    steps = len(INGESTED) + len(AGGREGATES)
+
+    ingested: dict[str, IngestSummary] = {}
+    for number, dataset in enumerate(INGESTED, start=1):
+        try:
+            result = ingest(dataset=dataset)
+        except Exception as exc:
+            raise PipelinesError(
+                f"social_likes cookbook: ingest of {dataset!r} failed for the window {window} in namespace "
+                f"{settings.namespace!r}: {exc} The datasets before it are committed; fix the cause and run "
+                f"`{rerun}` again (nothing is ingested twice)."
+            ) from exc
+        ingested[dataset] = IngestSummary(
+            status=result.status,
+            rows_in=result.rows_in,
+            written=result.written,
+            quarantined=result.quarantined,
+            duplicates_collapsed=result.duplicates_collapsed,
+            late_rows=result.late_rows,
+        )
+        logger.info(
+            "[%d/%d] ingest %s: %d in, %d written, %d quarantined, %d duplicates, %d late",
+            number,
+            steps,
+            dataset,
+            result.rows_in,
+            result.written,
+            result.quarantined,
+            result.duplicates_collapsed,
+            result.late_rows,
+        )
+
+    aggregates: dict[str, AggregateSummary] = {}
+    for number, dataset in enumerate(AGGREGATES, start=len(INGESTED) + 1):
+        built = build_aggregate("social_likes", dataset, window, settings.namespace, rerun)
+        aggregates[dataset] = summarise_aggregate(built)
+        logger.info(
+            "[%d/%d] aggregate %s: %s, %s, %d row(s)",
+            number,
+            steps,
+            dataset,
+            built.status,
+            built.mode,
+            built.rows_written,
+        )
+
+    lake = Lake(Storage.from_settings(settings.namespace_url, settings))
+    ranking = lake.read("aggregated", "top_users").sort("rank")
+    top = [TopUser(**row) for row in ranking.drop("_run_id").iter_rows(named=True)]
+    leader = (
+        f" Top user: {top[0].user_id} ({top[0].top3_avg_likes:.1f} likes on average over "
+        f"{top[0].top3_posts} post(s))."
+        if top
+        else ""
+    )
+    likes = ingested["likes"]
+    summary = (
+        f"social_likes {window} in namespace {settings.namespace}: {landed} file(s) landed; "
+        f"{ingested['posts'].written} post(s) and {likes.written} like(s) ingested "
+        f"({likes.quarantined} quarantined, {likes.duplicates_collapsed} duplicate(s) collapsed, "
+        f"{likes.late_rows} late); "
+        + ", ".join(f"{n} {a.status} ({a.mode})" for n, a in aggregates.items())
+        + "."
+        + leader
+    )
+    logger.info(summary)
+    return SocialLikesResult(
+        namespace=settings.namespace,
+        window=window,
+        landed_files=landed,
+        ingested=ingested,
+        aggregates=aggregates,
+        top_users=top,
+        duration_seconds=round(time.monotonic() - started, 2),
+        summary=summary,
+    )
+
+
+if __name__ == "__main__":
+    outcome = social_likes()
+    print(outcome.summary)
+    for user in outcome.top_users:
+        print(
+            f"  {user.rank:>2}. {user.user_id}  {user.top3_avg_likes:5.1f} average over {user.top3_posts} "
+            f"post(s), {user.top3_likes} likes"
+        )

@@ -1,0 +1,146 @@
+"""Remove the stale partitions of an aggregated dataset, on request.
+
+A partition becomes stale when the aggregate workflow can no longer derive it (its upstream
+partition disappeared); its rows stay, marked stale, until this workflow deletes them. The delete
+is one Delta commit that carries the table's state forward with ``stale_partitions`` emptied and
+``removed_partitions`` listing what went, so downstream aggregates see the partitions disappear.
+Deleted files stay reachable by Delta time travel until the table is vacuumed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import polars as pl
+from deltalake import CommitProperties
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+from pydantic import BaseModel, Field
+
+from pipelines.components.environment import get_settings
+from pipelines.components.errors import PipelinesError
+from pipelines.components.partitions import (
+    AGGREGATED,
+    PARTITION,
+    sql_in,
+    state_at,
+    sync_status,
+    table_partitions,
+)
+from pipelines.components.registry import load_registry
+from pipelines.components.resources import STATE_KEY, Lake, Storage
+
+
+class CleanupResult(BaseModel):
+    """What one cleanup run removed (or, with dry_run, would remove)."""
+
+    dataset: str
+    namespace: str
+    run_id: str
+    dry_run: bool
+    status: str = Field(description="removed, would_remove (dry run) or nothing_stale")
+    partitions: list[str] = Field(default=[], description="the stale partitions removed or to remove")
+    reasons: dict[str, str] = Field(default={}, description="partition -> why it was stale")
+    rows_removed: int = Field(default=0, description="rows deleted (with dry_run: rows that would be)")
+    table: str = ""
+    version: int | None = None
+    duration_seconds: float = 0.0
+
+
+def _run_id() -> str:
+    run = flow_run.get_id()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
+
+
+@flow(name="cleanup", persist_result=True, result_serializer="json")
+def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
+    """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing)."""
+    started = time.monotonic()
+    logger = get_run_logger()
+    settings = get_settings()
+    spec = load_registry(settings.registry_path).get(dataset)
+    if spec.stage != "aggregated":
+        raise PipelinesError(
+            f"Dataset {dataset!r} is {spec.stage}; only aggregated datasets have stale partitions to clean up."
+        )
+    lake = Lake(Storage.from_settings(settings.namespace_url, settings))
+    run_id = _run_id()
+    uri = lake.uri(AGGREGATED, dataset)
+    table = lake.table(AGGREGATED, dataset)
+    if table is None:
+        raise PipelinesError(
+            f"{dataset!r} has no aggregated table in namespace {settings.namespace!r} ({uri}); "
+            f"build it with `pipelines aggregate {dataset}` first."
+        )
+    state = state_at(table) or {}
+    stale: dict[str, dict] = dict(state.get("stale_partitions") or {})
+    result = CleanupResult(
+        dataset=dataset,
+        namespace=settings.namespace,
+        run_id=run_id,
+        dry_run=dry_run,
+        status="nothing_stale",
+        partitions=sorted(stale),
+        reasons={p: info["reason"] for p, info in sorted(stale.items())},
+        table=uri,
+        version=table.version(),
+    )
+    if stale:
+        predicate = pl.col(PARTITION).is_in(sorted(stale))
+        result.rows_removed = (
+            pl.scan_delta(table).filter(predicate).select(pl.len()).collect().item()
+            if PARTITION in table.metadata().partition_columns
+            else 0
+        )
+        if dry_run:
+            result.status = "would_remove"
+        else:
+            now = datetime.now(UTC)
+            new_state = {
+                **state,
+                "run_id": run_id,
+                "at": now.isoformat(),
+                "workflow": "cleanup",
+                "touched_partitions": [],
+                "stale_partitions": {},
+                "marked_stale": [],
+                "removed_partitions": sorted(stale),
+            }
+            table.delete(
+                sql_in(PARTITION, stale),
+                commit_properties=CommitProperties(custom_metadata={STATE_KEY: json.dumps(new_state)}),
+            )
+            committed = lake.table(AGGREGATED, dataset)
+            sync_status(
+                lake,
+                dataset,
+                stale={},
+                present=table_partitions(committed),
+                run_id=run_id,
+                now=now,
+                removed_reason=f"removed by cleanup run {run_id}",
+            )
+            result.status = "removed"
+            result.version = committed.version()
+    logger.info(
+        "%s: %s %d stale partition(s), %d row(s)%s",
+        dataset,
+        "would remove" if dry_run else "removed",
+        len(result.partitions),
+        result.rows_removed,
+        "" if result.partitions else " (nothing stale)",
+    )
+    result.duration_seconds = round(time.monotonic() - started, 3)
+    listed = "\n".join(f"| {p} | {r} |" for p, r in result.reasons.items()) or "| (none) | |"
+    create_markdown_artifact(
+        key=f"cleanup-{dataset.replace('_', '-')}",
+        markdown=f"# cleanup {dataset} ({result.namespace}): {result.status}\n\n"
+        f"{result.rows_removed} row(s)\n\n| partition | why it was stale |\n|---|---|\n{listed}\n",
+        description=f"cleanup {dataset}",
+    )
+    return result
