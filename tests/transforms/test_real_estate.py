@@ -434,3 +434,27 @@ def test_empty_listings_give_county_only_records():
     rows = _by_parcel(properties(_inputs([{"parcel_id": "A"}, {"parcel_id": "B"}], [])))
     assert {r["record_source"] for r in rows.values()} == {"county_only"}
     assert property_conflicts(_inputs([{"parcel_id": "A"}], [])).collect().height == 0
+
+
+def test_the_registry_names_these_transforms_and_their_inputs():
+    import importlib
+
+    from pipelines.components.environment import DEFAULT_REGISTRY
+    from pipelines.components.registry import load_registry
+
+    registry = load_registry(DEFAULT_REGISTRY)
+    for name, function in (("properties", properties), ("property_conflicts", property_conflicts)):
+        spec = registry.get(name)
+        assert (spec.stage, spec.inputs) == ("aggregated", ("county_parcels", "listings"))
+        module, attribute = spec.transform.split(":")
+        assert getattr(importlib.import_module(module), attribute) is function
+        assert spec.contract.schema == (PROPERTIES_SCHEMA if name == "properties" else CONFLICTS_SCHEMA)
+
+
+def test_the_transform_module_does_not_import_prefect():
+    import subprocess
+    import sys
+
+    code = "import sys, pipelines.transforms.real_estate; print('prefect' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
