@@ -527,13 +527,12 @@ def _generated_listings(rng: random.Random, parcels: list[_Parcel]) -> dict[str,
     for batch, new_count in zip(LISTING_BATCHES, (105, 20, 15, 10), strict=True):
         cut = dt.date.fromisoformat(batch)
         dates = "iso" if batch == LISTING_BATCHES[0] else None
-        updated_ids = set()
         # updates of listings that arrived in earlier batches: at most one per listing per batch
         for index, item in enumerate(live):
             roll = rng.random()
             if item.status in ("sold", "withdrawn") or roll > 0.35:
                 continue
-            moment = _moment(rng, max(previous, item.updated.date()), cut)
+            moment = _moment(rng, previous, cut)
             if item.status == "active" and roll < 0.15:
                 changed = replace(item, price=int(round(item.price * 0.97, -3)), updated=moment)
             elif item.status == "active" and roll < 0.30:
@@ -543,12 +542,10 @@ def _generated_listings(rng: random.Random, parcels: list[_Parcel]) -> dict[str,
             else:
                 changed = replace(item, status="sold", status_date=moment.date(), updated=moment)
             live[index] = changed
-            updated_ids.add(changed.listing_id)
             rows[batch].append(_row_as_typed(rng, changed, batch, dates))
         for _ in range(new_count):
             parcel = pool.pop()
-            first = previous if batch != LISTING_BATCHES[0] else dt.date(2023, 10, 31)
-            moment = _moment(rng, first, cut)
+            moment = _moment(rng, previous, cut)
             number += 1
             building = parcel.building
             item = _Listing(
