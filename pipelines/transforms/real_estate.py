@@ -128,7 +128,7 @@ DIRECTIONS = {
 }
 _UNIT = r"\s*(?:\b(?:APT|APARTMENT|UNIT|STE|SUITE)\b\s*#?|#)\s*([0-9A-Z][0-9A-Z-]*)$"
 
-# Compared fields: name -> (county column, listing column) after standardisation.
+# Fields compared between the county and the current listing, after standardisation.
 CONFLICT_FIELDS = ("address", "property_type", "sqft", "zip")
 SQFT_TOLERANCE = 1  # square feet: sizes less than this apart agree (1850 and 1850.5)
 
