@@ -11,6 +11,7 @@ import csv
 import gzip
 import io
 import json
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -324,8 +325,16 @@ def _parse_json(data: bytes, contract: Contract, source: str) -> Parsed:
 # casting -------------------------------------------------------------------------------------
 
 
+def _affix_pattern(affixes: tuple[str, ...]) -> str:
+    """A regex whose group 1 is the text between at most one leading and one trailing affix."""
+    options = "|".join(re.escape(a) for a in sorted(affixes, key=len, reverse=True))
+    return rf"(?is)^(?:{options})?\s*(.*?)\s*(?:{options})?$"
+
+
 def _number_text(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
     expr = expr.str.strip_chars()
+    if col.affixes:
+        expr = expr.str.extract(_affix_pattern(col.affixes), 1)
     if col.thousands:
         expr = expr.str.replace_all(col.thousands, "", literal=True)
     if col.decimal and col.decimal != ".":
@@ -519,9 +528,12 @@ def cast_to_contract(
 def _format_hint(col: ColumnSpec) -> str:
     if col.formats:
         return f" (expected format {' or '.join(col.formats)})"
+    notes = []
     if col.thousands:
-        return f" (thousands separator {col.thousands!r})"
-    return ""
+        notes.append(f"thousands separator {col.thousands!r}")
+    if col.affixes:
+        notes.append(f"allowed affixes {', '.join(repr(a) for a in col.affixes)}")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def collapse_duplicates(

@@ -70,6 +70,7 @@ COLUMN_KEYS = (
     "decimal",
     "true_values",
     "false_values",
+    "affixes",
 )
 SOURCE_KEYS = (
     "null_values",
@@ -166,6 +167,7 @@ class ColumnSpec:
     decimal: str = "."
     true_values: tuple[str, ...] = DEFAULT_TRUE
     false_values: tuple[str, ...] = DEFAULT_FALSE
+    affixes: tuple[str, ...] = ()  # texts allowed before/after a number ("$", "sq ft"), removed
 
     @property
     def dtype(self) -> pl.DataType:
@@ -290,6 +292,46 @@ def _values(value) -> tuple[str, ...]:
     return tuple(str(v).lower() for v in items)
 
 
+def _affixes(problems, where: str, col_where: str, col_type: str, value) -> tuple[str, ...]:
+    """A number column's allowed prefixes/suffixes: one text or a list of non-blank texts."""
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) and v.strip() for v in items):
+        problems.append(
+            Problem(
+                where,
+                f"{col_where}.affixes",
+                value,
+                'must be a text or a list of texts, e.g. ["$", "sq ft"].',
+            )
+        )
+        return ()
+    clashing = [v for v in items if re.search(r"\d", v) or not v.strip(" +-.,")]
+    if clashing:
+        problems.append(
+            Problem(
+                where,
+                f"{col_where}.affixes",
+                clashing[0],
+                "an affix must not contain digits or be only a sign or separator; it would change the number.",
+            )
+        )
+        return ()
+    numeric = col_type.startswith(("int", "float")) or bool(_DECIMAL_RE.match(col_type))
+    if not numeric:
+        problems.append(
+            Problem(
+                where,
+                f"{col_where}.affixes",
+                value,
+                "affixes apply to number columns only (int, float, decimal).",
+            )
+        )
+        return ()
+    return tuple(v.strip() for v in items)
+
+
 def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
     where = f"contracts/{path.name}"
     try:
@@ -396,6 +438,7 @@ def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
                         "unknown time zone; use an IANA name such as UTC or America/New_York.",
                     )
                 )
+        affixes = _affixes(problems, where, col_where, col_type, spec.get("affixes"))
         nullable = spec.get("nullable", True)
         if not isinstance(nullable, bool):
             problems.append(Problem(where, f"{col_where}.nullable", nullable, "must be true or false."))
@@ -411,6 +454,7 @@ def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
             decimal=str(spec.get("decimal", ".")),
             true_values=_values(spec.get("true_values", DEFAULT_TRUE)),
             false_values=_values(spec.get("false_values", DEFAULT_FALSE)),
+            affixes=affixes,
         )
     expectations = data.get("expectations") or []
     if not isinstance(expectations, list):
