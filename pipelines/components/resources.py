@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import re
 import tempfile
 import uuid
@@ -104,11 +105,16 @@ class WriteScope:
     def check(self, uri: str) -> None:
         if self.allows(uri):
             return
+        uri = _normal(uri)
         owner = ""
         data_root = self.roots[0].rstrip("/").rsplit("/", 1)[0]
         if _is_within(uri, data_root):
             other = uri.rstrip("/")[len(data_root) :].strip("/").split("/", 1)[0]
-            owner = f" {data_root}/{other} belongs to namespace {other!r}."
+            owner = (
+                f" {data_root}/{other} belongs to namespace {other!r}."
+                if other
+                else f" {data_root} is the data root every namespace shares."
+            )
         raise NamespaceIsolationError(
             f"Refusing to write {uri}: namespace {self.namespace!r} writes only under {self.roots[0]} "
             f"(and the shared landing zone {self.roots[1]}).{owner} Other namespaces' data can be read, "
@@ -117,8 +123,16 @@ class WriteScope:
         )
 
 
+def _normal(uri: str) -> str:
+    """The location with '.' and '..' resolved, so a relative part cannot climb out of a root."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return os.path.normpath(uri)
+    return f"{scheme}://{posixpath.normpath(rest)}"
+
+
 def _is_within(uri: str, root: str) -> bool:
-    uri, root = uri.rstrip("/"), root.rstrip("/")
+    uri, root = _normal(uri).rstrip("/"), _normal(root).rstrip("/")
     return uri == root or uri.startswith(root + "/")
 
 
