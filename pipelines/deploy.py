@@ -741,7 +741,7 @@ async def _remove(namespace: str, report: TeardownReport, url: str) -> None:
         await _hello(client, url)
         existing = await _namespace_deployments(client, namespace)
         names = await _flow_names(client, existing)
-        pools = {"pipelines"} | {d.work_pool_name for d in existing if d.work_pool_name}
+        pools = {pool.name for pool in await client.read_work_pools()}
         for deployment in existing:
             await client.delete_deployment(deployment.id)
             report.removed.append(f"{names[deployment.flow_id]}/{deployment.name}")

@@ -560,3 +560,71 @@ def test_the_prefect_ui_lists_the_namespace_deployments(repo, prefect_server, tm
     )
     assert shot.returncode == 0, shot.stderr[-3000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_s3_data_root_code_snapshot_and_results(prefect_server, s3, monkeypatch, tmp_path_factory, tmp_path):
+    """Production shape: the snapshot and the results live in S3; the worker pulls the code from there."""
+    monkeypatch.setenv("PIPELINES_DATA_URL", s3.url)
+    repo = copy_project(tmp_path_factory.mktemp("s3"), "feature/s3")
+    (repo / "pipelines" / "cookbooks" / "probe.py").write_text(PROBE.format(marker="from-s3"))
+    (repo / "prefect.yaml").write_text(
+        'deployments:\n  - name: "{{ namespace }}"\n    entrypoint: pipelines.cookbooks.probe:probe\n'
+    )
+    rules = yaml.safe_load((repo / "deployments" / "research.yaml").read_text())
+    rules["work_pool"]["name"] = "pipelines-s3"  # its own pool: only the worker with S3 credentials runs it
+    (repo / "deployments" / "research.yaml").write_text(yaml.safe_dump(rules))
+    commit = commit_all(repo, "probe on S3")
+    namespace = "research-feature-s3"
+
+    report = deploy("feature/s3", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
+    assert report.code_url == f"{s3.url}/{namespace}/_code/{commit}"
+    assert report.result_storage == f"{s3.url}/{namespace}/_results"
+    deployment = _deployments(prefect_server, namespace)[f"probe/{namespace}"]
+    assert deployment.pull_steps == [
+        {
+            "prefect.deployments.steps.pull_from_remote_storage": {
+                "url": report.code_url,
+                "client_kwargs": {"endpoint_url": s3.endpoint_url, "region_name": "us-east-1"},
+            }
+        }
+    ]
+    env = deployment.job_variables["env"]
+    assert env["PREFECT_DEFAULT_RESULT_STORAGE_BLOCK"] == f"remote-file-system/pipelines-results-{namespace}"
+    assert env["PIPELINES_S3_ENDPOINT_URL"] == s3.endpoint_url
+    assert not [k for k in env if k.startswith("AWS_")]  # credentials stay on the workers
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket)["Contents"]]
+    assert f"{namespace}/_code/{commit}/.pipelines-snapshot.json" in keys
+    assert f"{namespace}/_code/{commit}/pipelines/cookbooks/probe.py" in keys
+
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    worker = prefect_server.start_worker("pipelines-s3", cwd=tmp_path, env=credentials)
+    try:
+        run = _run_deployment(prefect_server, worker, f"probe/{namespace}", {})
+    finally:
+        worker.stop()
+    reader_env = {**prefect_server.env, **credentials}
+    proc = subprocess.run(
+        [sys.executable, "-c", READ_RESULT, str(run.id)],
+        env=reader_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["marker"] == "from-s3"
+    pulled = f"{s3.bucket}/{namespace}/_code/{commit}"
+    assert result["package"].endswith(f"{pulled}/pipelines/__init__.py") and result["cwd"].endswith(pulled)
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket)["Contents"]]
+    assert [k for k in keys if k.startswith(f"{namespace}/_results/")]
+
+    with prefect_server.settings():
+        gone = teardown("feature/s3", purge_data=True)
+    assert gone.removed == [f"probe/{namespace}"] and gone.removed_result_block
+    assert gone.removed_work_queues == [f"pipelines-s3/{namespace}"]
+    assert s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{namespace}/").get("KeyCount", 0) == 0
