@@ -191,7 +191,17 @@ def deploy(
                 "machine: workers elsewhere cannot read the code snapshot or the data. Set PIPELINES_DATA_URL "
                 "to an s3:// location shared with the workers."
             )
-        uploaded = plan.code_store.publish(git.commit, tree)
+        try:
+            uploaded = plan.code_store.publish(git.commit, tree)
+        except PipelinesError:
+            raise
+        except Exception as exc:
+            raise PipelinesError(
+                f"Could not store the code snapshot at {plan.code_store.url(git.commit)} "
+                f"({type(exc).__name__}: {exc}). Nothing was deployed. The deploying process needs write access "
+                "to the namespace's data root (for S3: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and the "
+                "endpoint in PIPELINES_S3_ENDPOINT_URL if it is not AWS)."
+            ) from exc
     report = DeployReport(
         namespace=namespace,
         kind=kind.value,
@@ -206,7 +216,12 @@ def deploy(
         warnings=plan.warnings,
     )
     previous = _run(lambda: _apply(plan, report, url))
-    plan.code_store.prune(keep={git.commit, *previous})
+    try:
+        plan.code_store.prune(keep={git.commit, *previous})
+    except Exception as exc:  # the deploy itself succeeded; old snapshots only cost space
+        report.warnings.append(
+            f"Could not delete old code snapshots under {plan.code_store.storage.url}: {exc}"
+        )
     return report
 
 
