@@ -206,6 +206,84 @@ def cleanup_command(
     _print_json(to_jsonable(result))
 
 
+@app.command("deploy")
+def deploy_command(
+    branch: Annotated[
+        str | None, typer.Option("--branch", help="Deploy this branch's namespace (default: the checkout's).")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Deploy to this namespace instead of the branch's.")
+    ] = None,
+    prefect_file: Annotated[
+        str, typer.Option("--prefect-file", help="The deployments file, at the root of the repository.")
+    ] = "prefect.yaml",
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Prefect API (default: PREFECT_API_URL).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Deploy every prefect.yaml entry as <flow>/<namespace>, pinned to this commit; prune the rest."""
+    from pipelines.deploy import deploy
+
+    try:
+        report = deploy(branch, namespace=namespace, prefect_file=prefect_file, api_url=api_url)
+    except PipelinesError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(report.model_dump(mode="json") | {"changed": report.changed})
+        return
+    console.print(
+        f"namespace [bold]{report.namespace}[/] ({report.kind}) from branch {report.branch} at "
+        f"{report.commit[:12]} -> {report.api_url}, work pool {report.work_pool}, queue {report.work_queue}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for change in report.deployments:
+        detail = f" ({', '.join(change.changed)})" if change.changed else ""
+        console.print(f"  {change.action:<9} {change.name}{detail}", highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    console.print("nothing changed" if not report.changed else "done", highlight=False)
+
+
+@app.command("teardown")
+def teardown_command(
+    branch: Annotated[
+        str | None,
+        typer.Option("--branch", help="Tear down this branch's namespace (default: the checkout's)."),
+    ] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Tear down this namespace.")] = None,
+    purge_data: Annotated[
+        bool, typer.Option("--purge-data", help="Also delete the namespace's data root and warehouse schema.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Allow purging the serving namespace.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Remove a namespace's deployments and work queue (and with --purge-data its data)."""
+    from pipelines.deploy import teardown
+
+    try:
+        report = teardown(branch, namespace=namespace, purge_data=purge_data, force=force)
+    except PipelinesError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json(report.model_dump(mode="json"))
+        return
+    console.print(
+        f"namespace [bold]{report.namespace}[/] ({report.kind}) at {report.api_url}", highlight=False
+    )
+    for name in report.removed:
+        console.print(f"  removed   {name}", highlight=False)
+    for queue in report.removed_work_queues:
+        console.print(f"  removed   work queue {queue}", highlight=False)
+    if report.purged_data:
+        console.print(f"  purged    {report.purged_data}", highlight=False, soft_wrap=True)
+    if report.dropped_warehouse:
+        console.print(f"  dropped   {report.dropped_warehouse}", highlight=False, soft_wrap=True)
+    if not (report.removed or report.removed_work_queues or report.purged_data):
+        console.print("  nothing to remove", highlight=False)
+
+
 def main() -> None:
     app()
 

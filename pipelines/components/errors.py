@@ -32,3 +32,7 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameErr
     choices = sorted(set(choices))
     listed = ", ".join(choices) if choices else "(none)"
     return UnknownNameError(f"Unknown {kind} '{name}'.{did_you_mean(name, choices)} Known {kind}s: {listed}.")
+
+
+class NamespaceIsolationError(PipelinesError):
+    """A write aimed outside the namespace's own prefix (e.g. research writing into serving's data)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import re
 import tempfile
 import uuid
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from pipelines.components.environment import Settings
-from pipelines.components.errors import ConfigError
+from pipelines.components.errors import ConfigError, NamespaceIsolationError
 from pipelines.components.secrets import find_secret
 
 _CHUNK = 8 * 1024 * 1024
@@ -83,11 +84,68 @@ class S3Options:
         return f"S3Options(endpoint_url={self.endpoint_url!r}, region={self.region!r}, key=***)"
 
 
-class Storage:
-    """Files under one root URL (a local folder or s3://bucket/prefix), with atomic writes."""
+@dataclass(frozen=True)
+class WriteScope:
+    """Where a namespace may write: its own prefix and the shared landing zone, nothing else.
 
-    def __init__(self, url: str, s3: S3Options | None = None) -> None:
+    Built by :meth:`Storage.from_settings`, so every resource a workflow gets from its settings
+    refuses to write into another namespace's data (research may read serving, never write it).
+    """
+
+    namespace: str
+    roots: tuple[str, ...]
+
+    @classmethod
+    def of(cls, settings: Settings) -> WriteScope:
+        return cls(settings.namespace, (settings.namespace_url, settings.landing_url))
+
+    def allows(self, uri: str) -> bool:
+        return any(_is_within(uri, root) for root in self.roots)
+
+    def check(self, uri: str) -> None:
+        if self.allows(uri):
+            return
+        uri = _normal(uri)
+        owner = ""
+        data_root = self.roots[0].rstrip("/").rsplit("/", 1)[0]
+        if _is_within(uri, data_root):
+            other = uri.rstrip("/")[len(data_root) :].strip("/").split("/", 1)[0]
+            owner = (
+                f" {data_root}/{other} belongs to namespace {other!r}."
+                if other
+                else f" {data_root} is the data root every namespace shares."
+            )
+        raise NamespaceIsolationError(
+            f"Refusing to write {uri}: namespace {self.namespace!r} writes only under {self.roots[0]} "
+            f"(and the shared landing zone {self.roots[1]}).{owner} Other namespaces' data can be read, "
+            "never written: write your outputs under this namespace's own prefix (settings.namespace_url), "
+            "or run with PIPELINES_NAMESPACE set to the namespace that owns the data."
+        )
+
+
+def _normal(uri: str) -> str:
+    """The location with '.' and '..' resolved, so a relative part cannot climb out of a root."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return os.path.normpath(uri)
+    return f"{scheme}://{posixpath.normpath(rest)}"
+
+
+def _is_within(uri: str, root: str) -> bool:
+    uri, root = _normal(uri).rstrip("/"), _normal(root).rstrip("/")
+    return uri == root or uri.startswith(root + "/")
+
+
+class Storage:
+    """Files under one root URL (a local folder or s3://bucket/prefix), with atomic writes.
+
+    A storage made by :meth:`from_settings` carries its namespace's :class:`WriteScope`: writes,
+    moves and deletes outside it raise :class:`NamespaceIsolationError` before touching anything.
+    """
+
+    def __init__(self, url: str, s3: S3Options | None = None, *, scope: WriteScope | None = None) -> None:
         self.url = url.rstrip("/") if url not in ("/",) else url
+        self.scope = scope
         self.is_s3 = self.url.startswith("s3://")
         if "://" in self.url and not self.is_s3:
             raise ConfigError(f"Unsupported storage URL {url!r}: use a local folder or s3://bucket/prefix.")
@@ -99,7 +157,9 @@ class Storage:
 
     @classmethod
     def from_settings(cls, url: str, settings: Settings) -> Storage:
-        return cls(url, S3Options.from_settings(settings) if url.startswith("s3://") else None)
+        """A storage at url that may write only inside the namespace's prefix or the landing zone."""
+        s3 = S3Options.from_settings(settings) if url.startswith("s3://") else None
+        return cls(url, s3, scope=WriteScope.of(settings))
 
     def __repr__(self) -> str:
         return f"Storage({self.url!r})"
@@ -121,7 +181,19 @@ class Storage:
         return path[len(root) :] if path.startswith(root) else path
 
     def child(self, *parts: str) -> Storage:
-        return Storage(self.uri(*parts), self.s3)
+        return Storage(self.uri(*parts), self.s3, scope=self.scope)
+
+    @property
+    def writable(self) -> bool:
+        """Whether this storage's root is inside its namespace's write scope (always, without one)."""
+        return self.scope is None or self.scope.allows(self.uri())
+
+    def check_writable(self, *parts: str) -> str:
+        """The URI of a location under the root, after checking the namespace may write there."""
+        uri = self.uri(*parts)
+        if self.scope is not None:
+            self.scope.check(uri)
+        return uri
 
     @property
     def delta_options(self) -> dict[str, str]:
@@ -146,6 +218,7 @@ class Storage:
         return int(self.fs.size(self.path(*parts)))
 
     def delete(self, *parts: str, recursive: bool = True) -> None:
+        self.check_writable(*parts)
         path = self.path(*parts)
         if self.fs.exists(path):
             self.fs.rm(path, recursive=recursive)
@@ -159,6 +232,7 @@ class Storage:
         uploaded in one PUT, and an object only becomes visible once its upload completes.
         If the data iterator raises midway, nothing is left at the target.
         """
+        self.check_writable(rel)
         chunks = [data] if isinstance(data, bytes | bytearray) else data
         if self.is_s3:
             with tempfile.NamedTemporaryFile(prefix="pipelines-", suffix=".part") as tmp:
@@ -184,6 +258,7 @@ class Storage:
 
     def put_atomic(self, local_path: str | Path, rel: str) -> str:
         """Copy a local file to rel atomically (see :meth:`write_atomic`)."""
+        self.check_writable(rel)
         if self.is_s3:
             self.fs.put_file(str(local_path), self.path(rel))
             return self.uri(rel)
@@ -321,16 +396,31 @@ STATE_KEY = "pipelines.state"
 
 
 class Lake:
-    """The Delta tables of one namespace: <root>/<zone>/<dataset> (cleaned, quarantine, aggregated, _meta)."""
+    """The Delta tables of one namespace: <root>/<zone>/<dataset> (cleaned, quarantine, aggregated, _meta).
+
+    Read with :meth:`uri`, :meth:`table`, :meth:`read`, :meth:`scan`; every write goes through
+    :meth:`write_uri`, which refuses a table outside the storage's namespace scope.
+    """
 
     def __init__(self, storage: Storage) -> None:
         self.storage = storage
+
+    @classmethod
+    def from_settings(cls, settings: Settings, namespace: str | None = None) -> Lake:
+        """This namespace's lake, or (read-only) another's, e.g. ``Lake.from_settings(s, "serving")``."""
+        url = settings.namespace_url if namespace is None else settings.namespace_url_of(namespace)
+        return cls(Storage.from_settings(url, settings))
 
     def __repr__(self) -> str:
         return f"Lake({self.storage.url!r})"
 
     def uri(self, zone: str, name: str) -> str:
+        """Where a table lives, for reading (use :meth:`write_uri` to write it)."""
         return self.storage.uri(zone, name)
+
+    def write_uri(self, zone: str, name: str) -> str:
+        """Where a table lives, after checking this namespace may write it."""
+        return self.storage.check_writable(zone, name)
 
     def table(self, zone: str, name: str):
         """The DeltaTable, or None when it does not exist yet."""
@@ -382,10 +472,11 @@ class Lake:
         """Append rows (creating the table, evolving its schema by adding columns)."""
         from deltalake import write_deltalake
 
+        uri = self.write_uri(zone, name)
         if frame.height == 0:
             return
         write_deltalake(
-            self.uri(zone, name),
+            uri,
             frame.to_arrow(),
             mode="append",
             partition_by=partition_by,

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Storage
+from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.cookbooks._steps import AggregateSummary, build_aggregate, summarise_aggregate
 from pipelines.samples.nycflights import land_nycflights
 from pipelines.workflows.ingest import IngestResult, ingest
@@ -68,7 +69,7 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="flights", persist_result=True, result_serializer="json")
+@flow(name="flights", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def flights(
     start: str = "2013-01-01", through: str = "2013-12-31", land_sample: bool = True
 ) -> FlightsResult:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
+from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.samples.real_estate import land_real_estate
 from pipelines.workflows.aggregate import aggregate
 from pipelines.workflows.ingest import IngestResult, ingest
@@ -132,7 +133,7 @@ def _summary(
     )
 
 
-@flow(name="real_estate", persist_result=True, result_serializer="json")
+@flow(name="real_estate", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def real_estate(
     through: str = "2024-03-31", land_sample: bool = True, full_refresh: bool = False
 ) -> RealEstateResult:

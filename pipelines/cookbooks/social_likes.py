@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
+from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.cookbooks._steps import AggregateSummary, build_aggregate, summarise_aggregate
 from pipelines.samples import social_likes as sample
 from pipelines.workflows.ingest import ingest
@@ -67,7 +68,7 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="social_likes", persist_result=True, result_serializer="json")
+@flow(name="social_likes", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def social_likes(
     start: str = FIRST_DAY, through: str = LAST_DAY, land_sample: bool = True
 ) -> SocialLikesResult:

@@ -40,6 +40,7 @@ from pipelines.components.partitions import (
 )
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage
+from pipelines.components.results import RESULT_SERIALIZER
 
 CLEANED, AGGREGATED, META = "cleaned", "aggregated", "_meta"
 RUN_ID = "_run_id"
@@ -584,7 +585,7 @@ def _run_id() -> str:
     return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
 
 
-@flow(name="aggregate", persist_result=True, result_serializer="json")
+@flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
     started = time.monotonic()

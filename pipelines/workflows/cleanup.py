@@ -33,6 +33,7 @@ from pipelines.components.partitions import (
 )
 from pipelines.components.registry import load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage
+from pipelines.components.results import RESULT_SERIALIZER
 
 
 class CleanupResult(BaseModel):
@@ -57,7 +58,7 @@ def _run_id() -> str:
     return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
 
 
-@flow(name="cleanup", persist_result=True, result_serializer="json")
+@flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
     """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing)."""
     started = time.monotonic()

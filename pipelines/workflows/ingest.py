@@ -31,6 +31,7 @@ from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage, quote_ident
+from pipelines.components.results import RESULT_SERIALIZER
 
 RAW, CLEANED, QUARANTINE, META = "raw", "cleaned", "quarantine", "_meta"
 RUN_ID, INGESTED_AT = "_run_id", "_ingested_at"
@@ -405,7 +406,7 @@ def _write_quarantine(
     lake: Lake, dataset: str, bad: pl.DataFrame, run_id: str, now: datetime, files: list[str]
 ) -> None:
     """Replace the quarantine rows of these raw files in one commit (a rerun writes no duplicates)."""
-    uri = lake.uri(QUARANTINE, dataset)
+    uri = lake.write_uri(QUARANTINE, dataset)
     options = lake.storage.delta_options or None
     table = lake.table(QUARANTINE, dataset)
     if bad.height == 0:
@@ -435,7 +436,7 @@ def _commit_cleaned(
     overwrite: bool,
 ) -> DeltaTable:
     """One Delta commit carrying the rows and the state that describes them; returns the new table."""
-    uri = lake.uri(CLEANED, spec.name)
+    uri = lake.write_uri(CLEANED, spec.name)
     options = lake.storage.delta_options or None
     commit = CommitProperties(custom_metadata={STATE_KEY: json.dumps(state)})
     partition_by = [cleaning.PARTITION]
@@ -562,7 +563,7 @@ def _run_id() -> str:
     return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
 
 
-@flow(name="ingest", persist_result=True, result_serializer="json")
+@flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
     """Ingest a registry dataset: landing -> raw (kept) -> cleaned Delta, incremental and late-aware."""
     started = time.monotonic()

@@ -53,11 +53,12 @@ def test_s3_atomic_write(s3):
     assert storage.glob("raw/*.csv") == ["raw/f.csv"]
 
 
-def test_s3_storage_from_settings_uses_endpoint_and_secrets(s3):
+def test_s3_storage_from_settings_uses_endpoint_and_secrets(s3, monkeypatch):
+    monkeypatch.setenv("PIPELINES_DATA_URL", s3.url)
     settings = Settings.resolve()
-    storage = Storage.from_settings(f"s3://{s3.bucket}/x", settings)
+    storage = Storage.from_settings(f"s3://{s3.bucket}/test/x", settings)
     storage.write_atomic("k.txt", b"hello")
-    assert s3.client().get_object(Bucket=s3.bucket, Key="x/k.txt")["Body"].read() == b"hello"
+    assert s3.client().get_object(Bucket=s3.bucket, Key="test/x/k.txt")["Body"].read() == b"hello"
     assert storage.delta_options["AWS_ENDPOINT_URL"] == s3.endpoint_url
     assert "testing" not in repr(storage.s3)
 
