@@ -8,7 +8,7 @@ from pipelines.components.environment import settings_overrides
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from pipelines.samples.nycflights import read_source
-from pipelines.workflows.delay_model import FEATURES, build_frame, delay_model, train_and_score
+from pipelines.workflows.delay_model import FEATURES, WEATHER, build_frame, delay_model, train_and_score
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -128,9 +128,7 @@ def test_build_frame_keeps_completed_flights_and_marks_missing_weather():
             "day": [1, 1, 2],
         }
     )
-    weather = pl.DataFrame(
-        {"origin": ["JFK"], "time_hour": [1]} | {name: [1.0] for name in FEATURES[5:]}
-    )
+    weather = pl.DataFrame({"origin": ["JFK"], "time_hour": [1]} | {name: [1.0] for name in WEATHER})
     frame, in_window = build_frame(flights.lazy(), weather.lazy(), None, date(2013, 1, 2))
     assert in_window == 3
     assert frame.get_column("flight").to_list() == [1, 3]  # the cancelled flight 2 is dropped
@@ -143,5 +141,7 @@ def test_a_window_where_every_flight_is_on_one_side_of_the_threshold_is_refused(
         {name: [1.0] * 200 for name in FEATURES if name not in ("carrier", "origin")}
         | {"carrier": ["AA"] * 200, "origin": ["JFK"] * 200, "arr_delay": [0] * 200}
     )
-    with pytest.raises(PipelinesError, match="every training flight is on the same side of delayed_minutes=15"):
+    with pytest.raises(
+        PipelinesError, match="every training flight is on the same side of delayed_minutes=15"
+    ):
         train_and_score(frame, delayed_minutes=15, test_fraction=0.2, seed=1)
