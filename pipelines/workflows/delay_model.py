@@ -152,8 +152,9 @@ def train_and_score(frame: pl.DataFrame, *, delayed_minutes: int, test_fraction:
         loss="absolute_error", categorical_features=categorical, random_state=seed
     )
     classifier = HistGradientBoostingClassifier(categorical_features=categorical, random_state=seed)
-    # On small inputs OpenMP start-up and spin-waiting cost far more than the fit (20 s instead of
-    # 0.7 s for 2,000 rows on a busy 2-core machine); the thread count does not change the results.
+    # On small inputs OpenMP start-up and spin-waiting cost far more than the fit (12 s instead of
+    # 0.9 s for 2,000 rows on a busy 2-core machine: bench/delay_model_threads.py); the thread
+    # count does not change the results.
     with threadpool_limits(limits=1 if frame.height < SMALL_INPUT_ROWS else None):
         regressor.fit(features[train], minutes[train])
         classifier.fit(features[train], delayed[train])

@@ -19,6 +19,7 @@ from pipelines.client import (
     RunTimeoutError,
     UnknownWorkflowError,
 )
+from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from tests.client import notebook
 
@@ -190,3 +191,21 @@ def test_the_example_notebook_runs_in_process_with_no_server(tmp_path, namespace
     assert f"delay_model/{namespace}" in text and "Completed" in text
     assert f"flights 2013-01-01..2013-01-03 in namespace {namespace}" in text
     assert Lake(Storage(str(tmp_path / "data" / namespace))).exists("cleaned", "weather")
+
+
+def test_a_result_that_cannot_be_read_says_which_storage_must_be_readable():
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    run = Client().submit("ingest", dataset="airlines").wait(progress=False)
+    assert run.outputs["status"] == "no_new_data"  # nothing landed: a quick, completed run
+    stored = run._refresh().state.data
+    (PREFECT_LOCAL_STORAGE_PATH.value() / stored.storage_key).unlink()
+    with pytest.raises(PipelinesError) as caught:
+        _ = Client().get_run(run.id).outputs
+    message = str(caught.value)
+    missing = PREFECT_LOCAL_STORAGE_PATH.value() / stored.storage_key
+    assert f"ingest run {run.id} completed, but its result could not be read: " in message
+    assert f"Path {missing} does not exist" in message
+    assert (
+        "this process must be able to read (the PREFECT_LOCAL_STORAGE_PATH folder the run wrote to" in message
+    )
