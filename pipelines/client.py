@@ -52,6 +52,7 @@ from pipelines.components.parameters import (
 
 __all__ = [
     "Client",
+    "IdempotencyConflictError",
     "LogLine",
     "ParameterError",
     "Run",
@@ -70,6 +71,7 @@ NAMESPACE_TAG = "namespace:"
 _KEY_TAG = "idempotency-key:"
 _SUBMISSION_TAG = "client-submission:"
 _START_TIMEOUT = 120.0
+WORKER_HINT_SECONDS = 30.0  # a run still Scheduled this long after its start time gets a hint about workers
 
 
 class UnknownWorkflowError(UnknownNameError):
@@ -276,13 +278,27 @@ class Run:
 
     def _describe(self, flow_run) -> str:
         state = flow_run.state_name or "Unknown"
+        now = datetime.now(UTC)
         if flow_run.start_time is not None:
-            end = flow_run.end_time or datetime.now(UTC)
-            elapsed = f" {_seconds(end - flow_run.start_time)}"
+            elapsed = f" {_seconds((flow_run.end_time or now) - flow_run.start_time)}"
         else:
             elapsed = ""
+        hint = ""
+        expected = flow_run.expected_start_time
+        if (
+            flow_run.state is not None
+            and flow_run.state.type.value == "SCHEDULED"
+            and flow_run.work_pool_name
+            and expected is not None
+            and (now - expected).total_seconds() > WORKER_HINT_SECONDS
+        ):
+            hint = (
+                f" for {_seconds(now - expected)}: no worker has taken it; is one polling work pool "
+                f"'{flow_run.work_pool_name}' (queue '{flow_run.work_queue_name}')? "
+                f"`prefect worker start --pool {flow_run.work_pool_name}`"
+            )
         url = f"  {self.url}" if self.url else ""
-        return f"{self.workflow}/{self.namespace} {self.id[:8]}: {state}{elapsed}{url}"
+        return f"{self.workflow}/{self.namespace} {self.id[:8]}: {state}{elapsed}{hint}{url}"
 
     def wait(self, timeout: float | None = None, *, progress: bool = True, stream=None) -> Run:
         """Block until the run finishes (or ``timeout`` seconds pass) and return it.
@@ -584,8 +600,12 @@ class Client:
         workflow, deployment = self._resolve(name)
         preset = list(deployment.parameters or {}) if deployment is not None else []
         check_parameters(name, workflow.schema, params, preset=preset)
-        if idempotency_key is not None and not str(idempotency_key).strip():
-            raise ParameterError("idempotency_key must be a non-empty text, e.g. idempotency_key='exp-1'.")
+        if idempotency_key is not None:
+            idempotency_key = str(idempotency_key).strip()
+            if not idempotency_key:
+                raise ParameterError(
+                    "idempotency_key must be a non-empty text, e.g. idempotency_key='exp-1'."
+                )
         if deployment is not None:
             return self._submit_to_server(workflow, deployment, params, idempotency_key)
         return self._submit_in_process(workflow, params, idempotency_key)
