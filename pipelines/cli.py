@@ -116,6 +116,57 @@ def run_command(
     _print_json(to_jsonable(result))
 
 
+@app.command("submit")
+def submit_command(
+    name: Annotated[str, typer.Argument(help="A workflow or cookbook (see `pipelines list`).")],
+    param: ParamOption = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to end; print its outputs as JSON.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="With --wait: stop waiting after this many seconds.")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option("--idempotency-key", help="Submitting again with this key returns the same run."),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Namespace (default: resolved like `pipelines env`).")
+    ] = None,
+) -> None:
+    """Submit a run: to the namespace's deployment on a Prefect server, or in this process without one."""
+    from pipelines.client import Client
+    from pipelines.components.parameters import parse_pairs
+
+    try:
+        client = Client(namespace=namespace)
+        workflow = client.workflow(name)
+        run = client.submit(
+            name, idempotency_key=idempotency_key, **parse_pairs(param or [], workflow.schema)
+        )
+    except PipelinesError as exc:
+        _fail(exc)
+    if client.mode == "server" and not wait:
+        _print_json(
+            {
+                "id": run.id,
+                "workflow": name,
+                "namespace": client.namespace,
+                "state": run.state,
+                "url": run.url,
+            }
+        )
+        return
+    if not wait:
+        err.print("No Prefect server is configured: the run executes in this process, so this waits for it.")
+    err.print(f"submitted {name} run {run.id}" + (f": {run.url}" if run.url else ""), highlight=False)
+    try:
+        outputs = run.wait(timeout=timeout).outputs
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(outputs)
+
+
 @registry_app.command("check")
 def registry_check_command(
     path: Annotated[

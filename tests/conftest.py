@@ -240,11 +240,18 @@ class PrefectServer:
 
         return temporary_settings(updates={PREFECT_API_URL: self.api_url})
 
-    def start_worker(self, pool: str, *, cwd: Path | None = None, env: dict | None = None):
-        """Start ``prefect worker start --pool <pool>`` (process type); returns a stoppable handle."""
+    def start_worker(
+        self, pool: str, *, cwd: Path | None = None, env: dict | None = None, queues: list[str] | None = None
+    ):
+        """Start ``prefect worker start --pool <pool>`` (process type); returns a stoppable handle.
+
+        ``queues`` limits the worker to those work queues (one per namespace), so tests sharing the
+        session's server and pool do not run each other's flow runs.
+        """
         log = self.root / f"worker-{pool}-{uuid.uuid4().hex[:6]}.log"
+        queue_args = [arg for queue in queues or [] for arg in ("--work-queue", queue)]
         proc = subprocess.Popen(
-            [_prefect_executable(), "worker", "start", "--pool", pool, "--type", "process"],
+            [_prefect_executable(), "worker", "start", "--pool", pool, "--type", "process", *queue_args],
             cwd=str(cwd or Path.cwd()),
             env={**self.env, **(env or {})},
             stdout=open(log, "wb"),  # noqa: SIM115 (the child owns it)

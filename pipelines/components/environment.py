@@ -11,11 +11,13 @@ a ``.env`` file in the working directory, the active Prefect profile, or a defau
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -335,6 +337,34 @@ def _join(url: str, *parts: str) -> str:
     return "/".join([url.rstrip("/"), *(p.strip("/") for p in parts)])
 
 
+# Overrides for the code running in one context (a thread, and the flow and task runs it starts),
+# so a flow run in this process can use another namespace without touching os.environ.
+_CONTEXT_OVERRIDES: ContextVar[tuple[tuple[str, str], ...]] = ContextVar(
+    "pipelines_settings_overrides", default=()
+)
+
+
+@contextlib.contextmanager
+def settings_overrides(**overrides: str | None) -> Iterator[None]:
+    """Within this block (and threads or Prefect runs started from it), ``get_settings`` uses these values.
+
+    ``None`` values are ignored. Unknown names are rejected like :meth:`Settings.resolve` does.
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(values) - set(_ENV_KEYS) - {"namespace", "branch"}
+    if unknown:
+        raise ConfigError(f"Unknown setting(s) {sorted(unknown)}; known: {sorted(_DESCRIPTIONS)}.")
+    token = _CONTEXT_OVERRIDES.set(tuple({**dict(_CONTEXT_OVERRIDES.get()), **values}.items()))
+    try:
+        yield
+    finally:
+        _CONTEXT_OVERRIDES.reset(token)
+
+
 def get_settings(**overrides: str | None) -> Settings:
-    """Resolve settings from the current process environment and working directory."""
-    return Settings.resolve(**overrides)
+    """Resolve settings from the current process environment and working directory.
+
+    Precedence: ``overrides`` > an enclosing :func:`settings_overrides` block > environment > .env > ...
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings.resolve(**{**dict(_CONTEXT_OVERRIDES.get()), **given})

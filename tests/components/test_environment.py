@@ -153,3 +153,26 @@ def test_describe_lists_every_setting_with_origin(tmp_path):
     rows = {r.name: r for r in Settings.resolve(environ={}, cwd=tmp_path).describe()}
     assert {"namespace", "kind", "data_url", "warehouse_url", "registry_path", "prefect_api_url"} <= set(rows)
     assert all(r.origin for n, r in rows.items() if n != "branch")
+
+
+def test_settings_overrides_apply_to_the_block_and_what_it_starts_only(tmp_path):
+    import contextvars
+    import threading
+
+    from pipelines.components.environment import get_settings, settings_overrides
+
+    seen = {}
+    with settings_overrides(namespace="research-x", data_url=str(tmp_path / "other")):
+        assert get_settings().namespace == "research-x"
+        assert get_settings().origins["namespace"] == "argument"
+        assert get_settings(namespace="research-y").namespace == "research-y"  # an argument still wins
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run, args=(lambda: seen.update(ns=get_settings().namespace),)
+        )
+        thread.start()
+        thread.join()
+    assert seen == {"ns": "research-x"}
+    assert get_settings().namespace == "test"
+    with pytest.raises(ConfigError, match="Unknown setting"), settings_overrides(data_uri="x"):
+        pass
