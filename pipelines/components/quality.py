@@ -498,6 +498,14 @@ def _semantics(name: str, kwargs: Mapping[str, Any], columns: Mapping[str, Colum
     """Checks GX leaves to run time: bounds and sets that cannot match the column, bad regexes, parameters."""
     name_column = kwargs.get("column")
     column = columns.get(name_column) if isinstance(name_column, str) else None
+    if column is not None and name in _BOUNDED and _type_family(column) in ("string", "bool"):
+        yield (
+            "column",
+            column.name,
+            f"is a {column.type} column; {name} compares numbers, dates and times "
+            "(for text, see expect_column_value_lengths_to_be_between or expect_column_values_to_match_regex).",
+        )
+        return
     for key in ("min_value", "max_value"):
         value = kwargs.get(key)
         if column is not None and value is not None and name in _BOUNDED:
@@ -741,6 +749,8 @@ def jsonable(value: Any) -> Any:
         return [jsonable(v) for v in value]
     if isinstance(value, float):  # numpy's float64 is a float too
         return None if math.isnan(value) else float(value)
+    if type(value).__name__ == "NaTType":  # pandas' missing datetime
+        return None
     try:
         converted = convert_to_json_serializable(value)
     except Exception:
@@ -788,6 +798,9 @@ _SUFFIXES = ("unexpected_count", "unexpected_values", "filtered_row_count")
 
 def _runtime() -> dict:
     return {"result_format": {"result_format": "BASIC", "partial_unexpected_count": PARTIAL_UNEXPECTED}}
+
+
+_EVERY_ROW = pl.int_range(pl.len()) >= 0  # True on every row (a bare literal would be one value)
 
 
 def _value(frame: pl.DataFrame, column: str) -> pl.Expr:
@@ -878,7 +891,7 @@ def _condition(
     if name in ("column_values.nonnull", "column_values.null"):
         column = domain["column"]
         missing = _value(frame, column).is_null()
-        return (missing if name.endswith("nonnull") else ~missing), pl.lit(True), [column]
+        return (missing if name.endswith("nonnull") else ~missing), _EVERY_ROW, [column]
     if name.startswith("column_values."):
         column = domain["column"]
         included = _value(frame, column).is_not_null()
@@ -892,7 +905,7 @@ def _condition(
         included = {
             "both_values_are_missing": ~(missing_a & missing_b),
             "either_value_is_missing": ~(missing_a | missing_b),
-            "neither": pl.lit(True),
+            "neither": _EVERY_ROW,
         }.get(ignore)
         if included is None:
             raise _NotInPolars(f"ignore_row_if={ignore}")
@@ -911,7 +924,7 @@ def _condition(
         included = {
             "all_values_are_missing": ~pl.all_horizontal(missing),
             "any_value_is_missing": ~pl.any_horizontal(missing),
-            "never": pl.lit(True),
+            "never": _EVERY_ROW,
         }.get(ignore)
         if included is None:
             raise _NotInPolars(f"ignore_row_if={ignore}")

@@ -31,7 +31,9 @@ def _contract(*entries: str) -> str:
 
 
 def _conserved(result):
-    assert result.rows_in == result.written + result.quarantined + result.duplicates_collapsed + result.held_back
+    assert (
+        result.rows_in == result.written + result.quarantined + result.duplicates_collapsed + result.held_back
+    )
 
 
 def _validations(env) -> pl.DataFrame:
@@ -52,7 +54,9 @@ def test_row_level_errors_are_quarantined_with_reasons_that_name_the_expectation
     assert bad.get_column("source_line").to_list() == [4, 5, 6]
     reasons = dict(zip(bad.get_column("source_line"), bad.get_column("reason"), strict=True))
     assert reasons[4] == "expect_column_values_to_be_between(column=amount, min_value=0): amount = -5.00"
-    assert reasons[5] == "expect_column_values_to_be_in_set(column=status, value_set=[new, paid]): status = lost"
+    assert (
+        reasons[5] == "expect_column_values_to_be_in_set(column=status, value_set=[new, paid]): status = lost"
+    )
     assert reasons[6] == (
         "expect_column_values_to_be_between(column=amount, min_value=0): amount = -1.00; "
         "expect_column_values_to_be_in_set(column=status, value_set=[new, paid]): status = weird"
@@ -103,7 +107,7 @@ def test_warn_severity_promotes_and_flags(env):
     assert result.validation_status == "warned"
     assert result.validation_issues == [
         "warned: expect_column_values_to_be_in_set(column=status, value_set=[new, paid]) [warn]: "
-        '2 of 6 rows unexpected (40% of non-missing), e.g. lost, weird'
+        "2 of 6 rows unexpected (40% of non-missing), e.g. lost, weird"
     ]
     assert _validations(env).get_column("action").to_list() == ["warned"]
 
@@ -199,15 +203,21 @@ def test_policy_fail_stops_on_any_failing_row(env):
 
 def test_policy_fail_stops_on_type_failures_even_without_expectations(env):
     env.registry([_orders_row(quality_policy="fail")], {"orders": ORDERS})
-    env.land("day1.csv", HEADER + "1,abc,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n" + ROWS.split("\n", 1)[1])
-    with pytest.raises(ValidationFailedError, match="failed the contract's parsing, types or required columns"):
+    env.land(
+        "day1.csv", HEADER + "1,abc,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n" + ROWS.split("\n", 1)[1]
+    )
+    with pytest.raises(
+        ValidationFailedError, match="failed the contract's parsing, types or required columns"
+    ):
         ingest("orders")
     assert env.quarantine().get_column("rule").to_list() == ["type"]
 
 
 def test_policy_quarantine_keeps_type_failures_apart_and_promotes(env):
     env.registry([_orders_row()], {"orders": ORDERS})
-    env.land("day1.csv", HEADER + "1,abc,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n" + ROWS.split("\n", 1)[1])
+    env.land(
+        "day1.csv", HEADER + "1,abc,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n" + ROWS.split("\n", 1)[1]
+    )
     result = ingest("orders")
     assert (result.written, result.quarantined, result.validation_status) == (5, 1, "not_run")
     assert not env.lake.exists("_meta", "validations")
@@ -226,7 +236,9 @@ def test_uniqueness_runs_after_duplicates_collapse(env):
 
 def test_reference_to_another_dataset(env):
     statuses = "columns:\n  code: {type: string, nullable: false}\n"
-    reference = "  - expect_column_values_to_be_in_set: {column: status, value_set: {$PARAMETER: statuses.code}}\n"
+    reference = (
+        "  - expect_column_values_to_be_in_set: {column: status, value_set: {$PARAMETER: statuses.code}}\n"
+    )
     rows = [
         _orders_row(),
         _orders_row(
@@ -236,7 +248,9 @@ def test_reference_to_another_dataset(env):
     ]  # fmt: skip
     env.registry(rows, {"orders": _contract(reference), "statuses": statuses})
     env.land("day1.csv", HEADER + ROWS)
-    with pytest.raises(ValidationFailedError, match="needs the table of 'statuses', which does not exist yet"):
+    with pytest.raises(
+        ValidationFailedError, match="needs the table of 'statuses', which does not exist yet"
+    ):
         ingest("orders")
     env.land("codes.csv", "code\nnew\npaid\nlost\n", dataset="statuses")
     assert ingest("statuses").written == 3
