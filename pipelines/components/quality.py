@@ -648,13 +648,24 @@ def resolve_parameters(
 
 
 def build_expectation(
-    spec: ExpectationSpec, parameters: Mapping[str, Any] | None = None, severity: str | None = None
+    spec: ExpectationSpec,
+    parameters: Mapping[str, Any] | None = None,
+    severity: str | None = None,
+    *,
+    keep_lists: bool = False,
 ) -> Expectation:
-    """The GX expectation, with resolved parameters substituted (unresolved ones stay {$PARAMETER: ...})."""
+    """The GX expectation, with resolved parameters substituted (unresolved ones stay {$PARAMETER: ...}).
+
+    ``keep_lists`` leaves list-valued parameters (another dataset's values) as {$PARAMETER: ...}:
+    GX re-serialises an expectation's arguments on every access, which costs seconds with a value
+    set of thousands; the polars metrics substitute them instead (:func:`_resolved`).
+    """
     parameters = parameters or {}
     kwargs = {
         key: parameters[value[PARAMETER]]
-        if _is_parameter(value) and value[PARAMETER] in parameters
+        if _is_parameter(value)
+        and value[PARAMETER] in parameters
+        and not (keep_lists and isinstance(parameters[value[PARAMETER]], list))
         else value
         for key, value in spec.kwargs.items()
     }
@@ -954,16 +965,30 @@ def _aggregate(frame: pl.DataFrame, name: str, column: str) -> Any:
     raise _NotInPolars(name)
 
 
+def _resolved(kwargs: Mapping[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: parameters[v[PARAMETER]] if _is_parameter(v) and v[PARAMETER] in parameters else v
+        for k, v in kwargs.items()
+    }
+
+
 def _run_polars(
-    frame: pl.DataFrame, spec: ExpectationSpec, expectation: Expectation, severity: str
+    frame: pl.DataFrame,
+    spec: ExpectationSpec,
+    expectation: Expectation,
+    severity: str,
+    parameters: Mapping[str, Any],
 ) -> Outcome:
     """Compute the metrics GX asks for with polars, then let GX's metrics_validate decide."""
     dependencies = expectation.get_validation_dependencies(runtime_configuration=_runtime())
     metrics: dict = {}
-    mask: pl.Series | None = None
+    mask: pl.Series | None = None  # the rows that fail the expectation's own condition (its map_metric)
+    computed: dict[str, tuple[pl.Series, int, list[str]]] = {}
     for metric_name, configuration in dependencies.metric_configurations.items():
         domain = configuration.metric_domain_kwargs
-        kwargs = configuration.metric_value_kwargs
+        kwargs = _resolved(configuration.metric_value_kwargs, parameters)
+        if any(_is_parameter(v) for v in kwargs.values()):
+            raise _NotInPolars("an unresolved parameter")
         if domain.get("row_condition"):
             raise _NotInPolars("row_condition")
         if metric_name == "table.row_count":
@@ -976,18 +1001,26 @@ def _run_polars(
             condition, _, suffix = metric_name.rpartition(".")
             if condition not in MAP_CONDITIONS or suffix not in _SUFFIXES:
                 raise _NotInPolars(metric_name)
-            unexpected, included, columns = _condition(frame, condition, domain, kwargs)
+            if condition not in computed:  # each condition computed once, read by each of its metrics
+                unexpected, included, columns = _condition(frame, condition, domain, kwargs)
+                flags = frame.select(unexpected.alias("unexpected"), included.alias("included"))
+                computed[condition] = (
+                    flags.get_column("unexpected").fill_null(False),
+                    int(flags.get_column("included").sum()),
+                    columns,
+                )
+            unexpected_rows, filtered, columns = computed[condition]
+            if condition == getattr(expectation, "map_metric", None):
+                mask = unexpected_rows
             if suffix == "unexpected_count":
-                mask = frame.select(unexpected.alias("m")).to_series()
-                value = int(mask.sum())
+                value = int(unexpected_rows.sum())
             elif suffix == "filtered_row_count":
-                value = int(frame.select(included.sum()).item())
+                value = filtered
             else:
                 limit = (kwargs.get("result_format") or {}).get(
                     "partial_unexpected_count", PARTIAL_UNEXPECTED
                 )
-                rows = frame.select([pl.col(c) for c in columns]).filter(frame.select(unexpected).to_series())
-                rows = rows.head(limit)
+                rows = frame.select([pl.col(c) for c in columns]).filter(unexpected_rows).head(limit)
                 if condition.startswith("column_pair_values."):
                     value = list(zip(*[rows.get_column(c).to_list() for c in columns], strict=True))
                 elif condition == "compound_columns.unique":
@@ -998,7 +1031,7 @@ def _run_polars(
     result = expectation.metrics_validate(metrics, runtime_configuration=_runtime())
     outcome = _outcome(spec, severity, result, "polars")
     if spec.level == "row" and mask is not None and not outcome.exception:
-        outcome.mask = mask.fill_null(False)
+        outcome.mask = mask
     return outcome
 
 
@@ -1095,7 +1128,9 @@ def evaluate(
             )
             continue
         try:
-            expectation = build_expectation(spec, parameters, severity)
+            expectation = build_expectation(
+                spec, parameters, severity, keep_lists=engine != "great_expectations"
+            )
         except Exception as exc:
             outcomes[position] = Outcome(
                 spec=spec,
@@ -1107,7 +1142,7 @@ def evaluate(
             continue
         if engine != "great_expectations":
             try:
-                outcomes[position] = _run_polars(frame, spec, expectation, severity)
+                outcomes[position] = _run_polars(frame, spec, expectation, severity, parameters)
                 continue
             except _NotInPolars as exc:
                 if engine == "polars":
@@ -1117,6 +1152,8 @@ def evaluate(
                 if engine == "polars":
                     raise
                 logger.debug("%s runs on GX's engine after a polars error: %s", spec.call, exc)
+        if any(_is_parameter(v) for v in expectation.configuration.kwargs.values()):
+            expectation = build_expectation(spec, parameters, severity)  # GX substitutes nothing itself
         fallback.append((position, spec, expectation, severity))
     if fallback:
         outcomes.update(_run_gx(frame, fallback))
