@@ -161,10 +161,15 @@ def ingest_command(
 ) -> None:
     """Ingest a dataset: landing -> raw (kept) -> cleaned Delta table; prints the result as JSON."""
     from pipelines.components.discovery import to_jsonable
+    from pipelines.components.quality import ValidationFailedError
     from pipelines.workflows.ingest import ingest
 
     try:
         result = ingest(dataset=dataset, full_refresh=full_refresh)
+    except ValidationFailedError as exc:
+        if exc.result is not None:
+            _print_json(to_jsonable(exc.result))
+        _fail(exc)
     except PipelinesError as exc:
         _fail(exc)
     _print_json(to_jsonable(result))

@@ -25,6 +25,7 @@ class DatasetSummary(BaseModel):
     watermark: str | None
     touched_partitions: int
     status: str
+    validation: str = "not_run"
 
 
 class FlightsResult(BaseModel):
@@ -48,6 +49,7 @@ def _summarise(result: IngestResult) -> DatasetSummary:
         watermark=result.watermark_after,
         touched_partitions=len(result.touched_partitions),
         status=result.status,
+        validation=result.validation_status,
     )
 
 

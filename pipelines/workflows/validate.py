@@ -81,22 +81,29 @@ def _read(lake: Lake, zone: str, spec: DatasetSpec, partition: str | None) -> tu
             f"{zone}/{spec.name} does not exist in this namespace yet, so there is nothing to validate; "
             f"run `{how}` first."
         )
-    scan = pl.scan_delta(table)
+    version = table.version()
+
+    def scan() -> pl.LazyFrame:  # the version just opened, through the namespace's storage options
+        return pl.scan_delta(
+            lake.uri(zone, spec.name), version=version, storage_options=lake.storage.delta_options or None
+        )
+
+    rows = scan()
     if partition is not None:
-        if PARTITION not in scan.collect_schema().names():
+        if PARTITION not in rows.collect_schema().names():
             raise PipelinesError(
                 f"{zone}/{spec.name} has no {PARTITION} column; validate it without --partition."
             )
-        scan = scan.filter(pl.col(PARTITION) == partition)
-    frame = scan.collect()
+        rows = rows.filter(pl.col(PARTITION) == partition)
+    frame = rows.collect()
     if partition is not None and frame.height == 0:
-        known = pl.scan_delta(table).select(pl.col(PARTITION).unique().sort()).collect().to_series().to_list()
+        known = scan().select(pl.col(PARTITION).unique().sort()).collect().to_series().to_list()
         shown = ", ".join(known[:5]) + (f", ... ({len(known)} in all)" if len(known) > 5 else "")
         raise PipelinesError(
             f"{zone}/{spec.name} has no partition {partition!r}.{did_you_mean(partition, known)} "
             f"Partitions: {shown or '(none)'}."
         )
-    return frame, table.version()
+    return frame, version
 
 
 @task(name="validate")

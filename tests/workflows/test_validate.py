@@ -1,6 +1,7 @@
 """Re-validating promoted data on demand: whole table or one partition, severities, records, errors."""
 
 import json
+from datetime import date
 
 import polars as pl
 import pytest
@@ -9,6 +10,7 @@ from typer.testing import CliRunner
 from pipelines.cli import app
 from pipelines.components.errors import PipelinesError
 from pipelines.components.quality import ValidationFailedError
+from pipelines.components.resources import Lake, Storage
 from pipelines.workflows.ingest import ingest
 from pipelines.workflows.validate import validate
 from tests.workflows import test_ingest
@@ -148,3 +150,37 @@ def test_cli_validate_exit_codes(env):
     assert "error:" in bad.stderr and "expect_table_row_count_to_equal(value=4): observed 5" in bad.stderr
     missing = runner.invoke(app, ["validate", "orderz"])
     assert missing.exit_code == 1 and "Unknown dataset 'orderz'. Did you mean 'orders'?" in missing.stderr
+
+
+def test_validate_on_s3(env, s3, monkeypatch):
+    monkeypatch.setenv("PIPELINES_DATA_URL", f"{s3.url}/lake")
+    monkeypatch.setenv("PIPELINES_LANDING_URL", f"{s3.url}/landing")
+    env.registry([_orders_row()], {"orders": ORDERS + KEY_AND_AMOUNT})
+    landing = Storage(f"{s3.url}/landing", s3.options)
+    landing.write_atomic("orders/d1.csv", (HEADER + DAY1 + DAY2).encode())
+    assert ingest("orders").validation_status == "passed"
+    result = validate("orders", partition="2024-01-01")
+    assert (result.status, result.rows) == ("passed", 3)
+    assert result.table == f"s3://{s3.bucket}/lake/test/cleaned/orders"
+    lake = Lake(Storage(f"{s3.url}/lake/test", s3.options))
+    assert lake.read("_meta", "validations").height == 4  # 2 from ingest, 2 from validate
+
+
+def test_an_aggregated_dataset_is_read_from_the_aggregated_zone(env):
+    env.registry([_orders_row()], {"orders": ORDERS})
+    folder = env.root / "registry"
+    (folder / "datasets.csv").write_text(
+        "name,stage,source,format,primary_key,inputs,transform\n"
+        "orders,cleaned,orders/*.csv,csv,order_id,,\n"
+        "daily,aggregated,,,day,orders,pipelines.transforms.orders:daily\n"
+    )
+    (folder / "contracts" / "daily.yaml").write_text(
+        "columns:\n  day: {type: date}\n  orders: {type: int64}\nexpectations:\n"
+        "  - expect_column_values_to_be_between: {column: orders, min_value: 1}\n"
+    )
+    frame = pl.DataFrame({"day": [date(2024, 1, 1), date(2024, 1, 2)], "orders": [3, 0]})
+    env.lake.append("aggregated", "daily", frame)  # as the workflow that builds it would
+    with pytest.raises(ValidationFailedError) as info:
+        validate("daily")
+    assert info.value.result.table.endswith("/aggregated/daily")
+    assert info.value.result.expectations[0].partial_unexpected_list == [0]
