@@ -164,6 +164,11 @@ class ExpectationSpec:
         return f"{self.name}({args})"
 
 
+def _shown_value(value: Any) -> Any:
+    """A value as a problem message shows it: dates and times as ISO text, the rest as written."""
+    return value.isoformat() if isinstance(value, date) else value
+
+
 def _is_parameter(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {PARAMETER}
 
@@ -356,7 +361,7 @@ def _parse_entry(
                 )
     if len(problems) == before:
         problems += [
-            Problem(where, f"{label}.{arg}", value, msg)
+            Problem(where, f"{label}.{arg}", _shown_value(value), msg)
             for arg, value, msg in _semantics(name, kwargs, columns)
         ]
     if len(problems) != before or not ok:
@@ -516,9 +521,13 @@ def _semantics(name: str, kwargs: Mapping[str, Any], columns: Mapping[str, Colum
     if low is not None and high is not None and not _is_parameter(low) and not _is_parameter(high):
         try:
             if low > high:
-                yield "min_value", low, f"is greater than max_value ({high}); nothing could pass."
+                yield (
+                    "min_value",
+                    low,
+                    f"is greater than max_value ({_show_argument(high)}); nothing could pass.",
+                )
         except TypeError:
-            yield "min_value", low, f"cannot be compared with max_value ({high!r})."
+            pass  # e.g. one with a time zone, one without: reported against the column above
     if column is not None and name in _NUMERIC_AGGREGATES and _type_family(column) != "number":
         yield "column", column.name, f"is a {column.type} column; this expectation needs a number column."
     if column is not None and name in _SETS:
