@@ -35,6 +35,7 @@ import great_expectations as gx
 import polars as pl
 from great_expectations.compatibility import pydantic as gx_pydantic
 from great_expectations.core.suite_parameters import SuiteParameterParser
+from great_expectations.exceptions import ExpectationNotFoundError
 from great_expectations.expectations.expectation import (
     ColumnAggregateExpectation,
     ColumnMapExpectation,
@@ -43,9 +44,13 @@ from great_expectations.expectations.expectation import (
     MulticolumnMapExpectation,
 )
 from great_expectations.expectations.metadata_types import FailureSeverity
-from great_expectations.expectations.registry import list_registered_expectation_implementations
+from great_expectations.expectations.registry import (
+    get_expectation_impl,
+    list_registered_expectation_implementations,
+)
 from great_expectations.util import convert_to_json_serializable
 
+from pipelines.components.cleaning import LINEAGE, PARTITION, QUARANTINE_SCHEMA, SOURCE_FILE, SOURCE_LINE
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import ColumnSpec, Problem
 
@@ -61,7 +66,7 @@ PARAMETER = "$PARAMETER"
 PARTIAL_UNEXPECTED = 20
 META, VALIDATIONS = "_meta", "validations"
 # Columns the pipelines add to a table; expectations see only the data's own columns.
-SYSTEM_COLUMNS = ("_source_file", "_source_line", "_seq", "_partition", "_run_id", "_ingested_at")
+SYSTEM_COLUMNS = (*LINEAGE, PARTITION, "_run_id", "_ingested_at")
 
 # Expectations whose metrics exist only for SQL (or Spark) data sources; a batch here is a frame.
 SQL_ONLY = {
@@ -91,14 +96,6 @@ _GENERAL_FIELDS = ("notes", "description", "meta")
 _REFERENCE = re.compile(r"^([a-z][a-z0-9_]{0,62})\.([^.\s]+)$")
 _DOMAIN_KEYS = ("column", "column_A", "column_B", "column_list")
 
-QUARANTINE_SCHEMA = {
-    "source_file": pl.String,
-    "source_line": pl.Int64,
-    "column": pl.String,
-    "rule": pl.String,
-    "reason": pl.String,
-    "record": pl.String,
-}
 VALIDATIONS_SCHEMA = {
     "run_id": pl.String,
     "workflow": pl.String,
@@ -191,9 +188,10 @@ def registered_expectations() -> list[str]:
 
 
 def _expectation_class(name: str) -> type[Expectation] | None:
-    from great_expectations.expectations.registry import _registered_expectations
-
-    return _registered_expectations.get(name)
+    try:
+        return get_expectation_impl(name)
+    except ExpectationNotFoundError:
+        return None
 
 
 def _level(cls: type[Expectation]) -> str:
@@ -681,10 +679,10 @@ def build_expectation(
     cls = _expectation_class(spec.name)
     if cls is None:
         raise PipelinesError(f"{spec.name} is not a Great Expectations expectation.")
-    extra = {"meta": {"contract_index": spec.index, "severity": severity}} if severity else {}
     if severity:
-        extra["severity"] = GX_SEVERITY[severity]
-    return cls(**kwargs, **extra)
+        kwargs["meta"] = {**(kwargs.get("meta") or {}), "contract_index": spec.index, "severity": severity}
+        kwargs["severity"] = GX_SEVERITY[severity]
+    return cls(**kwargs)
 
 
 def compile_suite(
@@ -693,11 +691,16 @@ def compile_suite(
     policy: str = "quarantine",
     parameters: Mapping[str, Any] | None = None,
 ) -> gx.ExpectationSuite:
-    """The contract as a GX ExpectationSuite named after the dataset (severities in GX's terms)."""
-    return gx.ExpectationSuite(
+    """The contract as a GX ExpectationSuite named after the dataset, added to an ephemeral context.
+
+    Severities are in GX's terms (error = critical, warn = warning); the contract's own severity and
+    position are in each expectation's ``meta``. Unresolved parameters stay ``{$PARAMETER: ...}``.
+    """
+    suite = gx.ExpectationSuite(
         name=dataset,
         expectations=[build_expectation(e, parameters, e.severity_under(policy)) for e in expectations],
     )
+    return ephemeral_context().suites.add(suite)
 
 
 def ephemeral_context():
@@ -1116,12 +1119,11 @@ def _run_gx(
         result = batch.validate(expectation, result_format=complete)
         outcome = _outcome(spec, severity, result, "great_expectations")
         indexes = (result.result or {}).get("unexpected_index_list")
-        if spec.level == "row" and not outcome.exception and indexes is not None:
-            rows = [int(i) for i in indexes if isinstance(i, int | float)]
-            mask = pl.Series("m", [False] * frame.height, dtype=pl.Boolean)
-            if rows:
-                mask = mask.scatter(rows, True)
-            outcome.mask = mask
+        rows = [int(i) for i in indexes or [] if isinstance(i, int | float)]
+        # a row-level result whose rows cannot all be named is judged like a table-level one
+        if spec.level == "row" and not outcome.exception and len(rows) == (outcome.unexpected_count or 0):
+            mask = pl.repeat(False, frame.height, eager=True)
+            outcome.mask = mask.scatter(rows, True) if rows else mask
         outcomes[position] = outcome
     return outcomes
 
@@ -1320,13 +1322,11 @@ def quarantine_rows(batch: pl.DataFrame, outcomes: Sequence[Outcome]) -> pl.Data
         columns.append(pl.when(pl.col(flag)).then(pl.lit("|".join(shown))))
     record = pl.struct([pl.col(c).cast(pl.String) for c in data_columns]).struct.json_encode()
     return failing.select(
-        (pl.col("_source_file") if "_source_file" in failing.columns else pl.lit(None, pl.String)).alias(
+        (pl.col(SOURCE_FILE) if SOURCE_FILE in failing.columns else pl.lit(None, pl.String)).alias(
             "source_file"
         ),
         (
-            pl.col("_source_line").cast(pl.Int64)
-            if "_source_line" in failing.columns
-            else pl.lit(None, pl.Int64)
+            pl.col(SOURCE_LINE).cast(pl.Int64) if SOURCE_LINE in failing.columns else pl.lit(None, pl.Int64)
         ).alias("source_line"),
         pl.coalesce(columns).alias("column"),
         pl.coalesce(rules).alias("rule"),
