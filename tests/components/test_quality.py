@@ -1,5 +1,6 @@
 """Contracts' expectations: checking against GX, compiling to a suite, and the polars engine vs GX's own."""
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -519,3 +520,55 @@ def test_records_and_report():
     page = quality.report_markdown("validation of t", check.status, check.outcomes)
     assert "**warned**: 1 expectation(s) (1 quarantined)" in page
     assert "| 0 | `expect_column_values_to_be_between(column=n, min_value=0)` | error | **FAIL** |" in page
+
+
+def test_the_nycflights13_contracts_on_the_real_data(tmp_path):
+    """The shipped contracts' decisions, as documented: which real rows are quarantined, what only warns."""
+    from pipelines.components.cleaning import cast_to_contract
+    from pipelines.components.environment import DEFAULT_REGISTRY
+    from pipelines.samples.nycflights import read_source
+
+    registry = load_registry(DEFAULT_REGISTRY)
+    lake = Lake(Storage(str(tmp_path / "lake")))
+    checks = {}
+    for name in ("airlines", "airports", "planes", "weather", "flights"):
+        spec = registry.get(name)
+        cast = cast_to_contract(read_source(name), spec.contract, primary_key=spec.primary_key)
+        assert cast.bad.height == 0
+        checks[name] = quality.check_batch(spec, cast.good, lake=lake, now=datetime.now(UTC))
+        assert not checks[name].stopped, checks[name].stopped
+        lake.append("cleaned", name, checks[name].kept)  # references for the datasets after it
+    assert {n: c.status for n, c in checks.items()} == {
+        "airlines": "passed",
+        "airports": "warned",
+        "planes": "passed",
+        "weather": "warned",
+        "flights": "warned",
+    }
+    airports = checks["airports"].quarantine
+    assert sorted(json.loads(r)["faa"] for r in airports.get_column("record")) == ["DVT", "EEN", "MYF"]
+    [sya] = [o for o in checks["airports"].outcomes if o.action == "warned"]
+    assert sya.spec.kwargs == {"column": "lon", "min_value": -180, "max_value": -64}
+    assert sya.unexpected_count == 4  # EEN, DVT, MYF (quarantined anyway) and SYA (right)
+    pairs = [
+        o for o in checks["airports"].outcomes if o.spec.name == "expect_column_pair_values_to_be_in_set"
+    ]
+    assert pairs[0].engine == "great_expectations" and pairs[0].unexpected_count == 2
+    [wind] = checks["weather"].quarantine.to_dicts()
+    assert wind["reason"] == (
+        "expect_column_values_to_be_between(column=wind_speed, min_value=0, max_value=200): wind_speed = 1048.36058"
+    )
+    assert json.loads(wind["record"])["time_hour"].startswith("2013-02-12 08:00:00")
+    flights = checks["flights"]
+    assert flights.quarantine.height == 0 and flights.kept.height == 336_776
+    by_column = {(o.spec.name, o.spec.kwargs.get("column")): o for o in flights.outcomes}
+    dest = by_column[("expect_column_values_to_be_in_set", "dest")]
+    assert (dest.success, dest.unexpected_count, dest.action) == (True, 7_602, "passed")
+    assert set(dest.partial_unexpected_list) <= {"SJU", "BQN", "STT", "PSE"}
+    tails = by_column[("expect_column_values_to_be_in_set", "tailnum")]
+    assert (tails.success, tails.unexpected_count) == (True, 50_094)
+    assert (
+        by_column[("expect_column_values_to_match_regex", "tailnum")].partial_unexpected_list
+        == ["D942DN"] * 4
+    )
+    assert by_column[("expect_column_values_to_be_in_set", "carrier")].unexpected_count == 0

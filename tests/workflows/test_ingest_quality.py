@@ -4,7 +4,10 @@ import json
 
 import polars as pl
 import pytest
+from prefect.artifacts import Artifact
+from typer.testing import CliRunner
 
+from pipelines.cli import app
 from pipelines.components.quality import ValidationFailedError
 from pipelines.workflows.ingest import ingest
 from tests.workflows import test_ingest
@@ -133,6 +136,23 @@ def test_table_level_error_stops_promotion_but_writes_quarantine_and_report(env)
         "expect_column_values_to_be_between": "quarantined",
         "expect_table_row_count_to_be_between": "stopped",
     }
+    artifact = Artifact.get("validation-orders")
+    assert "**failed**: 2 expectation(s)" in artifact.data
+    assert (
+        "| `expect_table_row_count_to_be_between(min_value=10)` | error | **FAIL** | observed 4 | stopped |"
+        in (artifact.data)
+    )
+
+
+def test_the_ingest_command_prints_the_result_of_a_stopped_batch(env):
+    rows_at_least_10 = "  - expect_table_row_count_to_be_between: {min_value: 10}\n"
+    env.registry([_orders_row()], {"orders": _contract(rows_at_least_10)})
+    env.land("day1.csv", HEADER + ROWS)
+    outcome = CliRunner().invoke(app, ["ingest", "orders"])
+    assert outcome.exit_code == 1
+    payload = json.loads(outcome.stdout[outcome.stdout.index("{") :])
+    assert (payload["validation_status"], payload["held_back"], payload["written"]) == ("failed", 6, 0)
+    assert "error: 'orders' was not promoted" in outcome.stderr
 
 
 def test_a_stopped_batch_stays_pending_and_passes_once_the_contract_allows_it(env):
