@@ -212,10 +212,38 @@ def ingest_command(
 ) -> None:
     """Ingest a dataset: landing -> raw (kept) -> cleaned Delta table; prints the result as JSON."""
     from pipelines.components.discovery import to_jsonable
+    from pipelines.components.quality import ValidationFailedError
     from pipelines.workflows.ingest import ingest
 
     try:
         result = ingest(dataset=dataset, full_refresh=full_refresh)
+    except ValidationFailedError as exc:
+        if exc.result is not None:
+            _print_json(to_jsonable(exc.result))
+        _fail(exc)
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(to_jsonable(result))
+
+
+@app.command("validate")
+def validate_command(
+    dataset: Annotated[str, typer.Argument(help="A dataset from the registry.")],
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="Only this _partition value, e.g. 2013-01-31.")
+    ] = None,
+) -> None:
+    """Re-validate a dataset (or one partition) against its contract; exit code 1 when an error fails."""
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.components.quality import ValidationFailedError
+    from pipelines.workflows.validate import validate
+
+    try:
+        result = validate(dataset=dataset, partition=partition)
+    except ValidationFailedError as exc:
+        if exc.result is not None:
+            _print_json(to_jsonable(exc.result))
+        _fail(exc)
     except PipelinesError as exc:
         _fail(exc)
     _print_json(to_jsonable(result))
