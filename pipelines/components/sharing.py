@@ -201,6 +201,25 @@ class _Plan:
     recreate: bool = False  # drop and create the table (full refresh)
 
 
+def _full_or_refuse(mode: str, dataset: str, shared: int, reason: str) -> _Plan:
+    """A full reload, except in append mode, where reloading everything would duplicate rows."""
+    if mode == "append":
+        raise ShareError(
+            f"Cannot tell which rows of {dataset!r} are new since version {shared}: {reason}. Append would "
+            f"have to guess. Run `pipelines share {dataset} --mode append --full-refresh` to rebuild the table "
+            "from the lake, or share it with mode merge or replace."
+        )
+    return _Plan("full", reason)
+
+
+def commit_timestamp(table: Any, version: int) -> int | None:
+    """When a version of a Delta table was committed (ms since 1970), if its log entry is still there."""
+    for commit in table.history(limit=max(1, table.version() - version + 1)):
+        if _int(commit.get("version")) == version:
+            return _int(commit.get("timestamp"))
+    return None
+
+
 def _plan(
     *,
     mode: str,
@@ -227,27 +246,30 @@ def _plan(
                 "append --full-refresh` to rebuild it from the lake, or drop the table."
             )
         return _Plan("full", f"{qualified} has no share state; its rows are replaced")
-    if state.get("delta_table_id") and state["delta_table_id"] != table.metadata().id:
-        return _Plan("full", "the lake table was recreated since the last share")
     shared = int(state["delta_version"])
-    if shared == version:
-        return _Plan("none", f"version {version} is already shared")
     if shared > version:
         return _Plan("full", f"the lake table is at version {version}, behind the shared {shared}")
+    history = table.history(limit=version - shared + 1)
+    shared_commit = next((c for c in history if _int(c.get("version")) == shared), None)
+    recorded = state.get("delta_timestamp")
+    if (
+        recorded is not None
+        and shared_commit is not None
+        and _int(shared_commit.get("timestamp")) != recorded
+    ):
+        return _full_or_refuse(mode, dataset, shared, "the lake table was recreated since the last share")
+    if shared == version:
+        if state.get("mode") != mode:
+            return _Plan("full", f"the mode changed from {state.get('mode')} to {mode}")
+        return _Plan("none", f"version {version} is already shared")
     if mode == "replace":
         return _Plan("full", "mode replace reloads the whole table")
     if not has_run_id:
         changes = Changes(unidentified=f"the lake table has no {RUN_ID} column")
     else:
-        changes = changes_since(table.history(limit=version - shared), shared, version)
+        changes = changes_since(history, shared, version)
     if changes.unidentified:
-        if mode == "append":
-            raise ShareError(
-                f"Cannot tell which rows of {dataset!r} are new since version {shared}: {changes.unidentified}. "
-                f"Append would have to guess. Run `pipelines share {dataset} --mode append --full-refresh` to "
-                "rebuild the table from the lake, or share it with mode merge or replace."
-            )
-        return _Plan("full", changes.unidentified)
+        return _full_or_refuse(mode, dataset, shared, changes.unidentified)
     if changes.rewritten and mode == "merge":
         return _Plan("full", "the lake table was overwritten")
     return _Plan(
@@ -442,7 +464,11 @@ def _meta_tables(schema: str | None) -> tuple[sa.Table, sa.Table]:
         sa.Column("source", sa.Text, nullable=False, comment="lake table that was read"),
         sa.Column("mode", sa.Text, nullable=False, comment="merge, replace or append"),
         sa.Column("delta_version", sa.BigInteger, nullable=False, comment="lake version the table holds"),
-        sa.Column("delta_table_id", sa.Text, comment="id of the lake table (changes if it is recreated)"),
+        sa.Column(
+            "delta_timestamp",
+            sa.BigInteger,
+            comment="commit time of that lake version, ms since 1970 (differs if the lake table was recreated)",
+        ),
         sa.Column("watermark", sa.Text, comment="the dataset's incremental watermark at that version"),
         sa.Column("run_id", sa.Text, nullable=False, comment="the share run that committed this state"),
         sa.Column("shared_at", sa.DateTime(timezone=True), nullable=False, comment="commit time (UTC)"),
@@ -615,10 +641,12 @@ def share_dataset(
                 dataset=spec.name,
             )
             outcome.strategy, outcome.reason = plan.strategy, plan.reason
-            if plan.strategy != "none":
-                _load(
-                    spec, lake, warehouse, conn, table, lake_schema, existing, plan, mode, qualified, outcome
-                )
+            if plan.strategy == "none":
+                # Nothing new in the lake, but the contract may have changed: apply only real changes.
+                _deploy(spec, warehouse, conn, lake_schema, existing, plan, mode, qualified, outcome)
+            else:
+                design = _deploy(spec, warehouse, conn, lake_schema, existing, plan, mode, qualified, outcome)
+                _load(spec, lake, warehouse, conn, table, design, existing, plan, mode, qualified, outcome)
                 lake_state = lake.state(zone, spec.name, table=table) or {}
                 outcome.watermark = lake_state.get("watermark", outcome.watermark)
                 outcome.status = "loaded"
@@ -631,7 +659,7 @@ def share_dataset(
                         "source": source,
                         "mode": mode,
                         "delta_version": outcome.version,
-                        "delta_table_id": table.metadata().id,
+                        "delta_timestamp": commit_timestamp(table, outcome.version),
                         "watermark": outcome.watermark,
                         "run_id": run_id,
                         "shared_at": datetime.now(UTC),
@@ -676,21 +704,20 @@ def share_dataset(
     )
 
 
-def _load(
+def _deploy(
     spec: DatasetSpec,
-    lake: Lake,
     warehouse: Warehouse,
     conn: sa.Connection,
-    table: Any,
     lake_schema: dict[str, pl.DataType],
     existing: TableInfo | None,
     plan: _Plan,
     mode: str,
     qualified: str,
     outcome: _Outcome,
-) -> None:
-    """DDL, then rows, inside the share's transaction."""
-    if existing is not None and mode == "append" and existing.primary_key and not plan.recreate:
+) -> TableDesign:
+    """Create, rebuild or evolve the table, inside the share's transaction."""
+    loading = plan.strategy != "none"
+    if loading and existing is not None and mode == "append" and existing.primary_key and not plan.recreate:
         raise ShareError(
             f"{qualified} has a primary key ({', '.join(existing.primary_key)}): it was created for merge or "
             "replace, and appending a changed row would break that key. Share it with --mode merge, or rebuild "
@@ -706,27 +733,47 @@ def _load(
         for statement in create_statements(design, qualified):
             conn.exec_driver_sql(statement)
         outcome.changes.append(f"created {qualified} with {len(design.columns)} columns")
-    else:
-        evolution = evolve_statements(design, existing, qualified, refresh_hint=refresh)
+        return design
+    evolution = evolve_statements(design, existing, qualified, refresh_hint=refresh)
+    if loading or evolution.changes:
         for statement in evolution.statements:
             conn.exec_driver_sql(statement)
         outcome.changes += evolution.changes
+    return design
+
+
+def _load(
+    spec: DatasetSpec,
+    lake: Lake,
+    warehouse: Warehouse,
+    conn: sa.Connection,
+    table: Any,
+    design: TableDesign,
+    existing: TableInfo | None,
+    plan: _Plan,
+    mode: str,
+    qualified: str,
+    outcome: _Outcome,
+) -> None:
+    """Send the rows the plan names, inside the share's transaction."""
     loader = _loader(warehouse, conn, design, qualified)
     if plan.strategy == "full":
         if existing is not None and not plan.recreate:
             loader.clear()
         outcome.rows = loader.insert(_batches(table, design.names, None))
         return
-    frames = _batches(table, design.names, plan.run_ids)
-    outcome.rows = loader.upsert(frames) if mode == "merge" else loader.insert(frames)
+    removed = None
     if plan.find_removed:
         removed = _removed_keys(lake, spec.stage, spec.name, int(outcome.previous or 0), table, design.key)
-        if removed is None:  # the shared version was vacuumed: reload everything
+        if removed is None:  # the shared version's files were vacuumed: reload everything
             outcome.strategy, outcome.reason = "full", "rows were removed and the shared version is gone"
             loader.clear()
             outcome.rows = loader.insert(_batches(table, design.names, None))
-        elif removed.height:
-            outcome.deleted = loader.delete_keys(removed)
+            return
+    frames = _batches(table, design.names, plan.run_ids)
+    outcome.rows = loader.upsert(frames) if mode == "merge" else loader.insert(frames)
+    if removed is not None and removed.height:
+        outcome.deleted = loader.delete_keys(removed)
 
 
 def _ledger_row(
