@@ -302,12 +302,30 @@ def index_name(table: str, columns: tuple[str, ...]) -> str:
     return f"{prefix}__{digest}_idx"
 
 
+_BRIN_TYPES = ("date", "timestamp without time zone", "timestamp with time zone")
+
+
+def index_method(design: TableDesign, columns: tuple[str, ...]) -> str:
+    """btree, or brin for a date/time column on PostgreSQL.
+
+    The partition and incremental fields are dates or times that grow with each load, so rows
+    arrive roughly in their order: a block-range index finds a date range almost as well as a
+    btree, is a fraction of its size, and costs next to nothing to maintain during bulk loads
+    (a btree on such a column made merges measurably slower).
+    """
+    if design.dialect == "postgresql" and len(columns) == 1 and design.column(columns[0]).type in _BRIN_TYPES:
+        return "brin"
+    return "btree"
+
+
 def _index_statements(design: TableDesign, qualified: str) -> list[str]:
     statements = []
     for columns in design.indexes:
         cols = ", ".join(quote_ident(c) for c in columns)
+        method = index_method(design, columns)
+        using = f" USING {method}" if design.dialect == "postgresql" else ""
         statements.append(
-            f"CREATE INDEX IF NOT EXISTS {quote_ident(index_name(design.name, columns))} ON {qualified} ({cols})"
+            f"CREATE INDEX IF NOT EXISTS {quote_ident(index_name(design.name, columns))} ON {qualified}{using} ({cols})"
         )
     return statements
 

@@ -109,9 +109,18 @@ def test_create_statements_quote_everything():
     assert '"order" bigint NOT NULL' in create and '"a""b" text' in create
     assert 'PRIMARY KEY ("order")' in create
     assert 'COMMENT ON COLUMN "test"."orders"."order" IS \'it\'\'s a keyword\'' in rest
-    assert rest[-1] == 'CREATE INDEX IF NOT EXISTS "orders__a""b_idx" ON "test"."orders" ("a""b")'
+    assert rest[-1] == 'CREATE INDEX IF NOT EXISTS "orders__a""b_idx" ON "test"."orders" USING btree ("a""b")'
     sqlite = design_table(spec, {"order": pl.Int64(), 'a"b': pl.String()}, "sqlite", key_constraint=True)
     assert "-- it's a keyword" in create_statements(sqlite, '"orders"')[0]
+
+
+def test_date_and_time_fields_get_block_range_indexes_on_postgres():
+    spec = _spec(CONTRACT, primary_key=("order_id",), partition_field="at", incremental_field="amount")
+    pg = create_statements(design_table(spec, LAKE, "postgresql", key_constraint=True), '"orders"')
+    assert 'CREATE INDEX IF NOT EXISTS "orders__at_idx" ON "orders" USING brin ("at")' in pg
+    assert 'CREATE INDEX IF NOT EXISTS "orders__amount_idx" ON "orders" USING btree ("amount")' in pg
+    sqlite = create_statements(design_table(spec, LAKE, "sqlite", key_constraint=True), '"orders"')
+    assert 'CREATE INDEX IF NOT EXISTS "orders__at_idx" ON "orders" ("at")' in sqlite
 
 
 def test_long_index_names_are_shortened_with_a_hash():

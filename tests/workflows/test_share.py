@@ -252,6 +252,8 @@ def test_first_share_deploys_the_table_from_the_contract(env):
             r[0] or "" for r in env.query("SELECT sql FROM sqlite_master WHERE type = 'index'")
         )
     assert {"orders__ordered_at_idx", "orders__updated_at_idx"} <= {r[0] for r in indexes}
+    if env.dialect == "postgresql":
+        assert "USING brin (ordered_at)" in definitions and "USING brin (updated_at)" in definitions
     quote = '"' if env.dialect == "sqlite" else ""
     assert f"({quote}ordered_at{quote})" in definitions and f"({quote}updated_at{quote})" in definitions
 
