@@ -381,6 +381,20 @@ def test_deletes_in_the_lake_are_deleted_by_merge(env):
     assert env.loads("orders")[-1]["deleted"] == 1
 
 
+def test_removed_rows_after_the_shared_version_was_vacuumed_reload_the_table(env):
+    day1(env)
+    ingest("orders")
+    share("orders")
+    env.lake.table("cleaned", "orders").delete("order_id = 3")
+    env.lake.table("cleaned", "orders").vacuum(
+        retention_hours=0, enforce_retention_duration=False, dry_run=False
+    )
+    result = share("orders")
+    assert (result.strategy, result.reason) == ("full", "rows were removed and the shared version is gone")
+    assert (result.rows, result.deleted) == (2, 0)
+    assert [r[0] for r in mirrors(env)] == [1, 2]
+
+
 def test_a_commit_without_a_run_id_makes_merge_full_and_append_refuse(env):
     day1(env)
     ingest("orders")
