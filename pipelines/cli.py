@@ -363,6 +363,30 @@ def teardown_command(
         console.print("  nothing to remove", highlight=False)
 
 
+@app.command("share")
+def share_command(
+    dataset: Annotated[str, typer.Argument(help="A dataset from the registry (cleaned or aggregated).")],
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode", help="merge, replace or append (default: merge with a primary key, else replace)."
+        ),
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Drop and rebuild the warehouse table from the lake.")
+    ] = False,
+) -> None:
+    """Share a dataset into the warehouse (only what changed); prints the result as JSON."""
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.share import share
+
+    try:
+        result = share(dataset=dataset, mode=mode, full_refresh=full_refresh)
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(to_jsonable(result))
+
+
 def main() -> None:
     app()
 
