@@ -32,7 +32,7 @@ import polars as pl
 import sqlalchemy as sa
 from pydantic import BaseModel, Field
 
-from pipelines.components.errors import PipelinesError
+from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec
 from pipelines.components.resources import STATE_KEY, Lake, TableInfo, Warehouse, quote_ident
 from pipelines.components.sqlschema import (
@@ -97,8 +97,6 @@ def resolve_mode(spec: DatasetSpec, mode: str | None) -> str:
     if mode is None:
         return "merge" if spec.primary_key else "replace"
     if mode not in MODES:
-        from pipelines.components.errors import did_you_mean
-
         raise ShareError(
             f"Unknown share mode {mode!r}: use merge, replace or append.{did_you_mean(mode, MODES)}"
         )
@@ -331,7 +329,7 @@ class _Loader(ABC):
 
     @abstractmethod
     def clear(self) -> None:
-        """Remove every row (readers see the old rows until commit)."""
+        """Remove every row, inside the transaction (readers never see the table empty)."""
 
     @abstractmethod
     def insert(self, frames: Iterable[pl.DataFrame]) -> int:
