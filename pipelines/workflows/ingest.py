@@ -122,7 +122,8 @@ def _landing_storage(spec: DatasetSpec, settings: Settings) -> tuple[Storage, st
     return Storage.from_settings(settings.landing_url, settings), source
 
 
-def _retry_transient(task_, task_run, state) -> bool:
+def _retry_transient(task, task_run, state) -> bool:
+    """Prefect's retry_condition_fn: called as fn(task=..., task_run=..., state=...); retry transient errors only."""
     from pipelines.components.sources import is_transient
 
     try:

@@ -128,3 +128,17 @@ def test_http_source_client_error_fails_at_once_with_the_cause(tmp_path, monkeyp
         ingest("orders")
     assert "/missing" in str(info.value)
     assert len(api.requests) == 1  # not retried: the flow's task retries only transient errors
+
+
+def test_the_land_task_retries_transient_errors_only():
+    """Prefect calls retry_condition_fn with keywords (task=, task_run=, state=); a wrong name means no retry."""
+    from prefect.states import Failed
+
+    from pipelines.components.sources import SourceError, TransientSourceError
+    from pipelines.workflows.ingest import _land, _retry_transient
+
+    assert _land.retry_condition_fn is _retry_transient
+    transient = Failed(data=TransientSourceError("503 from the API"))
+    permanent = Failed(data=SourceError("404 from the API"))
+    assert _retry_transient(task=_land, task_run=None, state=transient) is True
+    assert _retry_transient(task=_land, task_run=None, state=permanent) is False
