@@ -86,6 +86,14 @@ def markdown(document: dict[str, Any]) -> str:
     lines += ["", "## What each row compares", ""]
     for record in document["benchmarks"]:
         lines.append(f"- **{record['name']}**: ours = {record['ours']}; baseline = {record['baseline']}.")
+    checks = [
+        (r["name"], r["details"]["verified"])
+        for r in document["benchmarks"]
+        if r.get("details", {}).get("verified")
+    ]
+    if checks:
+        lines += ["", "## Checks after the runs (both sides produced the same result)", ""]
+        lines += [f"- **{name}**: `{json.dumps(facts, sort_keys=True)}`" for name, facts in checks]
     errors = [r for r in document["benchmarks"] if r.get("error")]
     if errors:
         lines += ["", "## Errors", ""]

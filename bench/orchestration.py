@@ -63,6 +63,49 @@ def _each_flow():
     return ingest_each
 
 
+def prefect_floor(repeats: int = 5) -> dict[str, float]:
+    """What bare Prefect costs here, per subflow: the floor under the orchestration overhead."""
+    import statistics
+    import time
+
+    from prefect import flow, task
+    from prefect.artifacts import create_markdown_artifact
+
+    @task
+    def step(value: int) -> int:
+        return value
+
+    @flow(name="bench-empty")
+    def empty() -> None:
+        return None
+
+    @flow(name="bench-two-tasks")
+    def two_tasks() -> int:
+        return step(step(1))
+
+    @flow(name="bench-like-ingest", persist_result=True, result_serializer="json")
+    def like_ingest() -> dict:
+        step(step(1))
+        create_markdown_artifact(key="bench-floor", markdown="# floor")
+        return {"written": 1}
+
+    @flow(name="bench-floor")
+    def parent(child) -> list[float]:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            child()
+            times.append(time.perf_counter() - started)
+        return times
+
+    shapes = {
+        "empty subflow": empty,
+        "subflow + 2 tasks": two_tasks,
+        "subflow + 2 tasks + persisted json result + artifact": like_ingest,
+    }
+    return {name: round(statistics.median(parent(child)), 3) for name, child in shapes.items()}
+
+
 def setup(size: tuple[int, int], context: Context) -> Case:
     datasets, rows = size
     landing = _landing(context.cache, datasets, rows)
@@ -87,7 +130,8 @@ def setup(size: tuple[int, int], context: Context) -> Case:
             raise AssertionError(f"rows written differ: {written}")
         for name in names:
             _common.same_table(_common.cleaned_path(ours_data, name), _common.cleaned_path(bare_data, name))
-        return {"datasets": datasets, "rows_written": written["ours"]}
+        floor = prefect_floor(3 if context.quick else 5)
+        return {"datasets": datasets, "rows_written": written["ours"], "prefect_floor_seconds": floor}
 
     return Case(
         ours=ours,
