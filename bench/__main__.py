@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     names = select(available, args.only)
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     records = []
     for name in names:
         print(f"[bench] {name} ...", flush=True)
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "duration_seconds": round(time.perf_counter() - started, 1),
         "machine": _env.machine(),
+        "load_average": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
         "versions": _env.versions(),
         "benchmarks": records,
     }

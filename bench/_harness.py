@@ -105,6 +105,7 @@ class Benchmark:
     score_unit: str = "x"  # of the score: "x" for a ratio, "s/dataset", ...
     runs: int | None = None  # this benchmark's default count (e.g. fewer for slow subprocess sides)
     warmup: int = 1
+    baseline_first: bool = False  # which side opens the even-numbered runs
     order: int = 100  # position in the table
 
 
@@ -171,11 +172,14 @@ def run_benchmark(spec: Benchmark, *, quick: bool, runs: int | None, cache: Path
         case = spec.setup(size, Context(cache=cache, work=work, quick=quick))
         record["setup_seconds"] = round(time.perf_counter() - started, 3)
         for _ in range(spec.warmup):
-            _call(case.ours, case.reset_ours)
-            _call(case.baseline, case.reset_baseline)
+            warm = [(case.ours, case.reset_ours), (case.baseline, case.reset_baseline)]
+            for side, reset in warm[::-1] if spec.baseline_first else warm:
+                _call(side, reset)
         ours, baseline, ours_detail, baseline_detail = [], [], [], []
         for index in range(count):
             sides = [("ours", case.ours, case.reset_ours), ("baseline", case.baseline, case.reset_baseline)]
+            if spec.baseline_first:
+                sides.reverse()
             for which, side, reset in sides if index % 2 == 0 else sides[::-1]:
                 value, detail = _call(side, reset)
                 (ours if which == "ours" else baseline).append(value)

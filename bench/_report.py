@@ -52,7 +52,8 @@ def markdown(document: dict[str, Any]) -> str:
         f"took {document['duration_seconds'] / 60:.1f} min.",
         "",
         f"Machine: {machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['ram_gib']} GiB RAM, "
-        f"{machine['os']}.  ",
+        f"{machine['os']}; 1-minute load average {document['load_average']['start']} at the start, "
+        f"{document['load_average']['end']} at the end (other work on the machine slows both sides).  ",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
         "",
         "Each side ran alternately in one process after warm-up rounds (imports and data generation "

@@ -8,13 +8,42 @@ from bench import _child, _common, _data, _env
 from bench._harness import Benchmark, Case, Context, Measurement, Target
 
 
+def available_mib() -> float | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _refuse_if_it_may_not_fit(small_peaks: list[float]) -> None:
+    """The 4x run is started only when 4x the 1x peak (proportional growth) fits in 90% of the free memory."""
+    available = available_mib()
+    if not small_peaks or available is None:
+        return
+    projected = 4 * max(small_peaks)
+    if projected > 0.9 * available:
+        raise MemoryError(
+            f"not run: the 4x input may need up to {projected / 1024:.1f} GiB (4 x the 1x peak of "
+            f"{max(small_peaks) / 1024:.1f} GiB) and only {available / 1024:.1f} GiB is available. "
+            "Run `python -m bench --only memory` when the machine is idle, or on a machine with more memory."
+        )
+
+
 def setup(rows: int, context: Context) -> Case:
     small, large = rows, rows * 4
     registry = _data.write_registry(context.work / "registry", {"events": "events/*.csv"})
     landings = {n: _data.events_landing(context.cache, n) for n in (small, large)}
     data = context.work / "data"
 
+    small_peaks: list[float] = []
+
     def peak(n: int) -> Measurement:
+        if n == large:
+            _refuse_if_it_may_not_fit(small_peaks)
         _common.fresh(data)
         command = [sys.executable, "-m", "bench._child", "ours", "--landing", str(landings[n])]
         command += ["--registry", str(registry), "--data", str(data)]
@@ -22,6 +51,8 @@ def setup(rows: int, context: Context) -> Case:
         if values["rows_written"] <= 0:
             raise AssertionError(f"the ingest of {n} rows wrote nothing")
         values["wall_seconds"] = round(wall, 3)
+        if n == small:
+            small_peaks.append(values["peak_rss_mib"])
         return Measurement(values["peak_rss_mib"], values)
 
     return Case(
@@ -50,5 +81,6 @@ BENCHMARK = Benchmark(
     unit="MiB",
     runs=1,
     warmup=0,
+    baseline_first=True,  # the 1x peak decides whether the 4x run fits in memory
     order=80,
 )

@@ -73,6 +73,7 @@ def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path):
     for name in EXPECTED:
         assert f"\n| {name} | " in markdown
     assert "prefect 2." in markdown and "CPUs" in markdown and "GiB RAM" in markdown
+    assert "load average" in markdown and set(document["load_average"]) == {"start", "end"}
     # a quick run never replaces the recorded full-size table
     assert (docs.read_text() if docs.exists() else None) == before
 
@@ -163,6 +164,7 @@ def test_a_failing_benchmark_is_recorded_not_raised(tmp_path):
             "quick": True,
             "duration_seconds": 1.0,
             "machine": {"cpu_count": 2, "cpu_model": "x", "ram_gib": 1.0, "os": "Linux"},
+            "load_average": {"start": 0.5, "end": 0.7},
             "versions": {"python": "3.11"},
             "benchmarks": [record],
         }
@@ -223,3 +225,21 @@ def test_isolated_python_failure_names_the_script_output(tmp_path):
     script.write_text("raise SystemExit('dlt is not installed')\n")
     with pytest.raises(RuntimeError, match="exited with 1:\\ndlt is not installed"):
         IsolatedPython("empty").run(tmp_path / "cache", script)
+
+
+def test_baseline_first_benchmarks_open_every_round_with_the_baseline(tmp_path):
+    calls: list[str] = []
+    spec = _toy(calls)
+    spec = Benchmark(**{**spec.__dict__, "baseline_first": True})
+    _harness.run_benchmark(spec, quick=True, runs=2, cache=tmp_path)
+    sides = [c for c in calls if c in ("ours", "baseline")]
+    assert sides == ["baseline", "ours", "baseline", "ours", "ours", "baseline"]
+
+
+def test_memory_refuses_the_4x_run_when_it_may_not_fit(monkeypatch):
+    from bench import memory
+
+    monkeypatch.setattr(memory, "available_mib", lambda: 10_000.0)
+    memory._refuse_if_it_may_not_fit([2_000.0])  # 8 GiB projected, 9 GiB usable: runs
+    with pytest.raises(MemoryError, match=r"may need up to 11.7 GiB .* only 9.8 GiB is available"):
+        memory._refuse_if_it_may_not_fit([3_000.0])
