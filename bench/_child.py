@@ -3,7 +3,7 @@
     python -m bench._child ours|baseline --landing DIR --registry CSV --data DIR
 
 The parent (cold start, memory) times the whole process from outside; inside, this reports the
-import time, the run time and the peak resident memory of this process (ru_maxrss), so a side's
+import time, the run time and the peak resident memory of this process (VmHWM), so a side's
 memory is never mixed with the parent's.
 """
 
@@ -26,6 +26,18 @@ def report(**values) -> None:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory since it started.
+
+    VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of a large
+    parent would report the parent's size; VmHWM belongs to the process's own address space.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

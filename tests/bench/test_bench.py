@@ -14,7 +14,18 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from bench import Benchmark, Case, Context, IsolatedPython, Measurement, Target, _data, _harness, _report
+from bench import (
+    Benchmark,
+    Case,
+    Context,
+    IsolatedPython,
+    Measurement,
+    Target,
+    _child,
+    _data,
+    _harness,
+    _report,
+)
 from bench.__main__ import select
 
 REPO = Path(__file__).resolve().parents[2]
@@ -243,3 +254,13 @@ def test_memory_refuses_the_4x_run_when_it_may_not_fit(monkeypatch):
     memory._refuse_if_it_may_not_fit([2_000.0])  # 8 GiB projected, 9 GiB usable: runs
     with pytest.raises(MemoryError, match=r"may need up to 11.7 GiB .* only 9.8 GiB is available"):
         memory._refuse_if_it_may_not_fit([3_000.0])
+
+
+def test_a_child_reports_its_own_peak_memory_not_its_parents():
+    ballast = bytearray(512 * 2**20)  # the parent holds 512 MiB, touched
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
+    script = "from bench._child import peak_rss_mib, report; report(peak=peak_rss_mib())"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    _, values = _child.run([sys.executable, "-c", script], env=env)
+    assert 0 < values["peak"] < 256, values
+    del ballast
