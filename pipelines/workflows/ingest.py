@@ -20,7 +20,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
-import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
@@ -426,20 +425,6 @@ def _write_quarantine(
     write_deltalake(uri, frame.to_arrow(), mode="overwrite", predicate=predicate, storage_options=options)
 
 
-def _arrow_for_delta(frame: pl.DataFrame):
-    """The rows as Arrow for a Delta write. The lineage text columns hold one value per file or
-    run, repeated on every row; as dictionary arrays delta-rs writes them as the same string
-    columns (the table schema says string) without copying the text once per row, which was
-    about 10% of a large load's time."""
-    repeated = [c for c in (cleaning.SOURCE_FILE, RUN_ID) if frame.schema.get(c) == pl.String]
-    if not repeated:
-        return frame.to_arrow()
-    arrow = frame.with_columns(pl.col(repeated).cast(pl.Categorical)).to_arrow()
-    # Without polars' field metadata, Delta readers see plain strings (the table's type), never
-    # a categorical.
-    return pa.Table.from_arrays(arrow.columns, schema=pa.schema([f.remove_metadata() for f in arrow.schema]))
-
-
 def _commit_cleaned(
     lake: Lake,
     spec: DatasetSpec,
@@ -461,7 +446,7 @@ def _commit_cleaned(
                 "see the quarantine table for why each file was rejected."
             )
         good = pl.from_arrow(table.schema().to_arrow().empty_table())
-    arrow = _arrow_for_delta(good)
+    arrow = good.to_arrow()
     if overwrite or table is None:
         write_deltalake(
             uri,

@@ -1,4 +1,4 @@
-"""The lineage columns are written dictionary-encoded for speed; every reader must still see text."""
+"""The lineage columns are text to every Delta reader and name the right file and run after a merge."""
 
 import json
 
