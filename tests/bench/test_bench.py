@@ -247,13 +247,17 @@ def test_baseline_first_benchmarks_open_every_round_with_the_baseline(tmp_path):
     assert sides == ["baseline", "ours", "baseline", "ours", "ours", "baseline"]
 
 
-def test_memory_refuses_the_4x_run_when_it_may_not_fit(monkeypatch):
-    from bench import memory
+def test_memory_refuses_a_4x_run_that_may_not_fit():
+    from bench.memory import refusal
 
-    monkeypatch.setattr(memory, "available_mib", lambda: 10_000.0)
-    memory._refuse_if_it_may_not_fit([2_000.0])  # 8 GiB projected, 9 GiB usable: runs
-    with pytest.raises(MemoryError, match=r"may need up to 11.7 GiB .* only 9.8 GiB is available"):
-        memory._refuse_if_it_may_not_fit([3_000.0])
+    assert refusal(2_000.0, None, 10_000.0) is None  # 8,000 MiB projected, 9,000 usable
+    assert "may need up to 11.7 GiB (4 x the 1x peak of 2.9 GiB) and only 9.8 GiB" in refusal(
+        3_000.0, None, 10_000.0
+    )
+    # with a measured 2x peak the projection follows the slope: 3,000 + 3 x 1,000, +10% = 6,600
+    assert refusal(3_000.0, 4_000.0, 10_000.0) is None
+    assert "extended to 4x" in refusal(3_000.0, 5_500.0, 10_000.0)  # 11,550 MiB projected
+    assert refusal(3_000.0, None, None) is None  # no /proc/meminfo: nothing to go by
 
 
 def test_a_child_reports_its_own_peak_memory_not_its_parents():
