@@ -349,11 +349,11 @@ def _parse_expr(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
         return expr
     if col.type.startswith("decimal"):
         text = _number_text(expr, col)
-        # Casting would silently round away digits beyond the scale; that is a failed value.
-        digits = text.str.extract(r"\.(\d*?)0*$", 1).str.len_chars().fill_null(0)
-        return (
-            pl.when(digits > dtype.scale).then(pl.lit(None, dtype)).otherwise(text.cast(dtype, strict=False))
-        )
+        # Casting would silently round away digits beyond the scale; that is a failed value: a
+        # fraction (digits to the end) with a non-zero digit past the scale. One regex test per
+        # value, not an extraction.
+        too_precise = text.str.contains(rf"\.\d{{{dtype.scale}}}\d*[1-9]0*$")
+        return pl.when(too_precise).then(pl.lit(None, dtype)).otherwise(text.cast(dtype, strict=False))
     if col.type.startswith(("int", "float")):
         return _number_text(expr, col).cast(dtype, strict=False)
     if col.type == "bool":
@@ -475,14 +475,16 @@ def cast_to_contract(
         )
         .collect()
     )
-    good = staged.filter(~pl.col("__bad")).select(
+    good = staged.select(
         *[pl.col(f"__t{i}").alias(name) for i, (name, _, _) in enumerate(rules)],
         *([pl.col(c).cast(pl.String) for c in extra] if keep_extra else []),
         *[pl.col(c) for c in lineage],
     )
-    failing = staged.filter(pl.col("__bad"))
-    if failing.height == 0:
+    bad_mask = staged.get_column("__bad")
+    if not bad_mask.any():  # clean data: no filtering pass over the frame
         return CastResult(good=good, bad=empty_quarantine(), extra_columns=extra, missing_columns=missing)
+    good = good.filter(~bad_mask)
+    failing = staged.filter(bad_mask)
 
     rule_exprs, column_exprs, reason_exprs = [], [], []
     for index, (name, col, required) in enumerate(rules):
@@ -547,11 +549,24 @@ def collapse_duplicates(
     if not primary_key or frame.height == 0:
         return frame, 0
     keys = list(primary_key)
-    if not frame.select(pl.struct(keys).is_duplicated().any()).item():
+    key = pl.col(keys[0]) if len(keys) == 1 else pl.struct(keys)
+    duplicated = frame.select(key.is_duplicated()).to_series()
+    if not duplicated.any():
         return frame, 0
     order = ([incremental_field] if incremental_field else []) + ([SEQ] if SEQ in frame.columns else [])
-    ranked = frame.sort(order, nulls_last=False) if order else frame
-    kept = ranked.unique(subset=keys, keep="last", maintain_order=True)
+    if (
+        SEQ in frame.columns
+        and frame.get_column(SEQ).null_count() == 0
+        and frame.get_column(SEQ).is_unique().all()
+    ):
+        # Rank only the rows whose key repeats (usually few), then keep every other row as it is,
+        # in its original order: the same winners as ranking the whole frame, without sorting it.
+        contenders = frame.filter(duplicated).sort(order, nulls_last=False)
+        winners = contenders.unique(subset=keys, keep="last").get_column(SEQ)
+        kept = frame.filter(~duplicated | pl.col(SEQ).is_in(winners.implode()))
+    else:
+        ranked = frame.sort(order, nulls_last=False) if order else frame
+        kept = ranked.unique(subset=keys, keep="last", maintain_order=True)
     return kept, frame.height - kept.height
 
 

@@ -1,0 +1,163 @@
+"""orchestration: a flow ingesting many small datasets, against the same work without Prefect.
+
+The baseline calls the ingest flow's own steps (the task functions, through ``.fn``) in the
+order the flow does, so the two sides do the same work and differ only by Prefect: flow and
+task runs, state tracking, result persistence, the artifact and the run logger.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from bench import _common, _data, _env
+from bench._harness import Benchmark, Case, Context, Stats, Target
+
+ROWS = 2_000
+
+
+def _dataset_name(index: int) -> str:
+    return f"orders_{index:02d}"
+
+
+def _landing(cache, datasets: int, rows: int):
+    def build(tmp):
+        for index in range(datasets):
+            path = tmp / _dataset_name(index) / "part-0000.csv"
+            path.parent.mkdir(parents=True)
+            _data.events(rows, seed=_data.SEED + 100 + index).write_csv(path)
+
+    return _data._generated(cache / "data" / f"many-{datasets}x{rows}-{_data.DATA_VERSION}", build)
+
+
+def bare_ingest(dataset: str):
+    """The body of the ingest flow with the task functions called directly: no Prefect runs."""
+    from prefect.logging import disable_run_logger
+
+    from pipelines.components.environment import get_settings
+    from pipelines.components.registry import load_registry
+    from pipelines.components.resources import Lake, Storage
+    from pipelines.workflows import ingest as flow_module
+
+    with disable_run_logger():
+        settings = get_settings()
+        spec = load_registry(settings.registry_path).get(dataset)
+        storage = Storage.from_settings(settings.namespace_url, settings)
+        lake = Lake(storage)
+        state = lake.state(flow_module.CLEANED, spec.name)
+        run_id = flow_module._run_id()
+        landed = flow_module._land.fn(spec, settings, storage, state, run_id)
+        result = flow_module._clean_and_commit.fn(spec, lake, state, run_id, False, landed)
+    return result
+
+
+def _each_flow():
+    from prefect import flow
+
+    from pipelines.workflows.ingest import ingest
+
+    @flow(name="bench-ingest-each")
+    def ingest_each(datasets: list[str]) -> int:
+        """A cookbook-shaped flow: one ingest subflow per dataset, in turn."""
+        return sum(ingest(name).written for name in datasets)
+
+    return ingest_each
+
+
+def prefect_floor(repeats: int = 5) -> dict[str, float]:
+    """What bare Prefect costs here, per subflow: the floor under the orchestration overhead."""
+    import statistics
+    import time
+
+    from prefect import flow, task
+    from prefect.artifacts import create_markdown_artifact
+
+    @task
+    def step(value: int) -> int:
+        return value
+
+    @flow(name="bench-empty")
+    def empty() -> None:
+        return None
+
+    @flow(name="bench-two-tasks")
+    def two_tasks() -> int:
+        return step(step(1))
+
+    @flow(name="bench-like-ingest", persist_result=True, result_serializer="json")
+    def like_ingest() -> dict:
+        step(step(1))
+        create_markdown_artifact(key="bench-floor", markdown="# floor")
+        return {"written": 1}
+
+    @flow(name="bench-floor")
+    def parent(child) -> list[float]:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            child()
+            times.append(time.perf_counter() - started)
+        return times
+
+    shapes = {
+        "empty subflow": empty,
+        "subflow + 2 tasks": two_tasks,
+        "subflow + 2 tasks + persisted json result + artifact": like_ingest,
+    }
+    return {name: round(statistics.median(parent(child)), 3) for name, child in shapes.items()}
+
+
+def setup(size: tuple[int, int], context: Context) -> Case:
+    datasets, rows = size
+    landing = _landing(context.cache, datasets, rows)
+    names = [_dataset_name(i) for i in range(datasets)]
+    registry = _data.write_registry(context.work / "registry", {n: f"{n}/*.csv" for n in names})
+    ours_data, bare_data = context.work / "ours", context.work / "bare"
+    ingest_each = _each_flow()
+    written: dict[str, int] = {}
+
+    def point(data):
+        shutil.rmtree(data, ignore_errors=True)
+        _env.use_pipelines(data_url=data, landing_url=landing, registry=registry, namespace=_common.NAMESPACE)
+
+    def ours():
+        written["ours"] = ingest_each(names)
+
+    def bare():
+        written["baseline"] = sum(bare_ingest(name).written for name in names)
+
+    def verify() -> dict:
+        if written["ours"] != written["baseline"]:
+            raise AssertionError(f"rows written differ: {written}")
+        for name in names:
+            _common.same_table(_common.cleaned_path(ours_data, name), _common.cleaned_path(bare_data, name))
+        floor = prefect_floor(3 if context.quick else 5)
+        return {"datasets": datasets, "rows_written": written["ours"], "prefect_floor_seconds": floor}
+
+    return Case(
+        ours=ours,
+        baseline=bare,
+        reset_ours=lambda: point(ours_data),
+        reset_baseline=lambda: point(bare_data),
+        verify=verify,
+        details={"datasets": datasets, "rows_per_dataset": rows},
+    )
+
+
+def overhead_per_dataset(ours: Stats, baseline: Stats, case: Case) -> float:
+    return (ours.median - baseline.median) / case.details["datasets"]
+
+
+BENCHMARK = Benchmark(
+    name="orchestration",
+    ours="a flow running the ingest flow as a subflow for each small dataset (2 task runs each, "
+    "results persisted, artifact)",
+    baseline="the same ingest steps called as plain functions, without Prefect",
+    target=Target(0.2, "<=", "overhead ≤ 0.2 s per dataset"),
+    setup=setup,
+    quick_size=(3, 200),
+    full_size=(50, ROWS),
+    describe_size=lambda size: f"{size[0]} datasets x {size[1]:,} rows",
+    score=overhead_per_dataset,
+    score_unit="s/dataset",
+    order=30,
+)

@@ -1,0 +1,270 @@
+"""The benchmark harness: a --quick smoke run of every benchmark, and the harness's own rules.
+
+No timing is asserted anywhere: the machine is shared and noisy; bench/ measures, tests check shape.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from bench import (
+    Benchmark,
+    Case,
+    Context,
+    IsolatedPython,
+    Measurement,
+    Target,
+    _child,
+    _data,
+    _harness,
+    _report,
+)
+from bench.__main__ import select
+
+REPO = Path(__file__).resolve().parents[2]
+EXPECTED = ["ingest", "incremental", "orchestration", "memory", "cold_start"]
+
+
+def _bench(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--out", str(tmp / "out"), "--cache", str(tmp / "cache")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp,
+        timeout=900,
+    )
+
+
+@pytest.mark.local
+def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path):
+    docs = REPO / "docs" / "benchmarks.md"
+    before = docs.read_text() if docs.exists() else None
+    done = _bench("--quick", "--runs", "1", tmp=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    document = json.loads((tmp_path / "out" / "benchmarks.json").read_text())
+    assert document["quick"] is True
+    assert set(document["machine"]) >= {"cpu_count", "cpu_model", "ram_gib"}
+    assert set(document["versions"]) >= {"python", "prefect", "polars", "deltalake", "psycopg"}
+    records = {r["name"]: r for r in document["benchmarks"]}
+    assert list(records) == EXPECTED
+    for name, record in records.items():
+        assert record["error"] is None, f"{name}: {record['error']}\n{record.get('traceback')}"
+        assert record["runs"] == 1
+        for side in ("ours_stats", "baseline_stats"):
+            stats = record[side]
+            assert len(stats["values"]) == 1
+            assert stats["min"] <= stats["median"] <= stats["max"]
+            assert all(isinstance(v, float) and v > 0 for v in stats["values"])
+        assert isinstance(record["ratio"], float) and record["ratio"] > 0
+        if record["target"] is None:
+            assert record["score"] is None and record["met"] is None
+        else:
+            assert isinstance(record["score"], float) and isinstance(record["met"], bool)
+            assert record["met"] == Target(**record["target"]).met(record["score"])
+    # every side was checked against the other after the runs
+    assert records["ingest"]["details"]["verified"]["rows"] == 20_000 - 400  # 2% repeated keys
+    assert records["incremental"]["details"]["verified"]["late_rows"] > 0
+    assert records["orchestration"]["details"]["verified"]["datasets"] == 3
+    assert records["memory"]["unit"] == "MiB"
+    assert all("import_seconds" in run for run in records["cold_start"]["details"]["ours_runs"])
+
+    markdown = (tmp_path / "out" / "benchmarks.md").read_text()
+    assert markdown.startswith("# Benchmarks")
+    assert "| benchmark | size | runs | ours | baseline | ratio | score | target | verdict |" in markdown
+    for name in EXPECTED:
+        assert f"\n| {name} | " in markdown
+    assert "prefect 2." in markdown and "CPUs" in markdown and "GiB RAM" in markdown
+    assert "load average" in markdown and set(document["load_average"]) == {"start", "end"}
+    # a quick run never replaces the recorded full-size table
+    assert (docs.read_text() if docs.exists() else None) == before
+
+
+def test_unknown_benchmark_name_is_refused_with_a_suggestion(tmp_path):
+    done = _bench("--only", "ingset", tmp=tmp_path)
+    assert done.returncode != 0
+    assert "unknown benchmark 'ingset' (did you mean 'ingest'?)" in done.stderr
+    assert "Known: ingest, incremental" in done.stderr
+
+
+def test_select_keeps_table_order_and_accepts_commas():
+    available = dict.fromkeys(EXPECTED)
+    assert select(available, ["memory,ingest"]) == ["ingest", "memory"]
+    assert select(available, None) == EXPECTED
+
+
+def test_registry_discovers_every_benchmark_module_in_table_order():
+    found = _harness.discover()
+    assert list(found) == EXPECTED
+    for spec in found.values():
+        assert isinstance(spec, Benchmark) and spec.ours and spec.baseline
+
+
+def _toy(calls: list[str], *, fail: bool = False) -> Benchmark:
+    def setup(size, context: Context) -> Case:
+        def ours():
+            calls.append("ours")
+            if fail:
+                raise ValueError("ours broke")
+            return Measurement(2.0 * size, {"n": len(calls)})
+
+        return Case(
+            ours=ours,
+            baseline=lambda: calls.append("baseline") or Measurement(float(size)),
+            reset_ours=lambda: calls.append("reset-ours"),
+            verify=lambda: {"checked": True},
+            cleanup=lambda: calls.append("cleanup"),
+        )
+
+    return Benchmark(
+        name="toy",
+        ours="doubles",
+        baseline="once",
+        target=Target(1.5, "<=", "≤ 1.5x"),
+        setup=setup,
+        quick_size=3,
+        full_size=30,
+        warmup=1,
+    )
+
+
+def test_sides_alternate_after_warmup_and_measurements_replace_wall_time(tmp_path):
+    calls: list[str] = []
+    record = _harness.run_benchmark(_toy(calls), quick=True, runs=4, cache=tmp_path)
+    sides = [c for c in calls if c in ("ours", "baseline")]
+    # one warm-up round, then ours first on even runs and the baseline first on odd runs
+    assert sides == [
+        "ours",
+        "baseline",
+        "ours",
+        "baseline",
+        "baseline",
+        "ours",
+        "ours",
+        "baseline",
+        "baseline",
+        "ours",
+    ]
+    assert calls.count("reset-ours") == 5 and calls[-1] == "cleanup"
+    assert record["ours_stats"]["values"] == [6.0] * 4
+    assert record["baseline_stats"]["median"] == 3.0
+    assert record["ratio"] == 2.0 and record["score"] == 2.0 and record["met"] is False
+    assert record["details"]["verified"] == {"checked": True}
+    assert len(record["details"]["ours_runs"]) == 4
+    assert not (tmp_path / "work" / "toy").exists()
+
+
+def test_a_failing_benchmark_is_recorded_not_raised(tmp_path):
+    calls: list[str] = []
+    record = _harness.run_benchmark(_toy(calls, fail=True), quick=True, runs=2, cache=tmp_path)
+    assert record["error"] == "ValueError: ours broke"
+    assert "cleanup" in calls
+    text = _report.markdown(
+        {
+            "generated_at": "2026-01-01T00:00:00+00:00",
+            "command": "python -m bench",
+            "quick": True,
+            "duration_seconds": 1.0,
+            "machine": {"cpu_count": 2, "cpu_model": "x", "ram_gib": 1.0, "os": "Linux"},
+            "load_average": {"start": 0.5, "end": 0.7},
+            "versions": {"python": "3.11"},
+            "benchmarks": [record],
+        }
+    )
+    assert "| toy | 3 | 2 | — | — | — | — | ≤ 1.5x | **error** |" in text
+    assert "- **toy**: ValueError: ours broke" in text
+
+
+def test_target_directions():
+    assert Target(1.3, "<=", "").met(1.3) and not Target(1.3, "<=", "").met(1.31)
+    assert Target(0.7, ">=", "").met(0.7) and not Target(0.7, ">=", "").met(0.69)
+
+
+def test_generated_data_is_deterministic_and_shaped_as_documented(tmp_path):
+    first = _data.events(5_000)
+    assert first.equals(_data.events(5_000))
+    assert first.height == 5_000 and first.get_column("event_id").n_unique() == 4_900
+    assert set(first.columns) == set(_data.SCHEMA)
+    assert first.get_column("event_at").str.slice(0, 10).n_unique() > 30
+
+    increment = _data.increment(5_000)
+    new = increment.filter(pl.col("event_id") >= 5_000)
+    late = increment.filter(pl.col("event_id") < 5_000)
+    assert increment.height == 50 and new.height == 25 and late.height == 25
+    base_watermark = first.get_column("updated_at").max()
+    assert (late.get_column("updated_at") > base_watermark).all()
+    assert (late.get_column("event_at") < first.get_column("event_at").max()).all()
+
+    landing = _data.events_landing(tmp_path, 1_000, with_increment=True)
+    assert sorted(p.name for p in (landing / "events").glob("*.csv")) == ["part-0000.csv", "part-0001.csv"]
+    again = _data.events_landing(tmp_path, 1_000, with_increment=True)
+    assert again == landing and (landing / ".complete").exists()
+    assert not list(tmp_path.glob("data/.*.tmp"))
+
+
+SCRIPT = """
+import importlib.util, sys, time
+from bench._child import report
+started = time.perf_counter()
+report(seconds=time.perf_counter() - started, has_prefect=importlib.util.find_spec("prefect") is not None,
+       argv=sys.argv[1:])
+"""
+
+
+def test_isolated_python_runs_a_side_in_its_own_venv_and_reads_its_json(tmp_path):
+    script = tmp_path / "side.py"
+    script.write_text(SCRIPT)
+    isolated = IsolatedPython("empty")
+    wall, values = isolated.run(tmp_path / "cache", script, "--rows", "10")
+    assert values["argv"] == ["--rows", "10"]
+    assert values["has_prefect"] is False  # the project's venv is not visible to it
+    assert wall >= values["seconds"] >= 0
+    assert (isolated.folder(tmp_path / "cache") / ".ready").exists()
+
+
+def test_isolated_python_failure_names_the_script_output(tmp_path):
+    script = tmp_path / "broken.py"
+    script.write_text("raise SystemExit('dlt is not installed')\n")
+    with pytest.raises(RuntimeError, match="exited with 1:\\ndlt is not installed"):
+        IsolatedPython("empty").run(tmp_path / "cache", script)
+
+
+def test_baseline_first_benchmarks_open_every_round_with_the_baseline(tmp_path):
+    calls: list[str] = []
+    spec = _toy(calls)
+    spec = Benchmark(**{**spec.__dict__, "baseline_first": True})
+    _harness.run_benchmark(spec, quick=True, runs=2, cache=tmp_path)
+    sides = [c for c in calls if c in ("ours", "baseline")]
+    assert sides == ["baseline", "ours", "baseline", "ours", "ours", "baseline"]
+
+
+def test_memory_refuses_a_4x_run_that_may_not_fit():
+    from bench.memory import refusal
+
+    assert refusal(2_000.0, None, 10_000.0) is None  # 8,000 MiB projected, 9,000 usable
+    assert "may need up to 11.7 GiB (4 x the 1x peak of 2.9 GiB) and only 9.8 GiB" in refusal(
+        3_000.0, None, 10_000.0
+    )
+    # with a measured 2x peak the projection follows the slope: 3,000 + 3 x 1,000, +10% = 6,600
+    assert refusal(3_000.0, 4_000.0, 10_000.0) is None
+    assert "extended to 4x" in refusal(3_000.0, 5_500.0, 10_000.0)  # 11,550 MiB projected
+    assert refusal(3_000.0, None, None) is None  # no /proc/meminfo: nothing to go by
+
+
+def test_a_child_reports_its_own_peak_memory_not_its_parents():
+    ballast = bytearray(512 * 2**20)  # the parent holds 512 MiB, touched
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
+    script = "from bench._child import peak_rss_mib, report; report(peak=peak_rss_mib())"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    _, values = _child.run([sys.executable, "-c", script], env=env)
+    assert 0 < values["peak"] < 256, values
+    del ballast
