@@ -475,16 +475,18 @@ def cast_to_contract(
         )
         .collect()
     )
-    good = staged.select(
+    outputs = [
         *[pl.col(f"__t{i}").alias(name) for i, (name, _, _) in enumerate(rules)],
         *([pl.col(c).cast(pl.String) for c in extra] if keep_extra else []),
         *[pl.col(c) for c in lineage],
-    )
+    ]
+    good = staged.select(outputs)
     bad_mask = staged.get_column("__bad")
     if not bad_mask.any():  # clean data: no filtering pass over the frame
         return CastResult(good=good, bad=empty_quarantine(), extra_columns=extra, missing_columns=missing)
-    good = good.filter(~bad_mask)
-    failing = staged.filter(bad_mask)
+    # Filter by expression: filtering by the Series mask panicked in polars on some frames.
+    good = staged.filter(~pl.col("__bad")).select(outputs)
+    failing = staged.filter(pl.col("__bad"))
 
     rule_exprs, column_exprs, reason_exprs = [], [], []
     for index, (name, col, required) in enumerate(rules):
