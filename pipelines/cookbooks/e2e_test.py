@@ -441,7 +441,8 @@ def _readable(report: E2EReport) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
+def _main() -> int:
+    """``python -m pipelines.cookbooks.e2e_test``: run everything, print the readable report; 1 when unhealthy."""
     try:
         outcome = e2e_test()
     except E2EUnhealthy as exc:
@@ -449,4 +450,8 @@ if __name__ == "__main__":
             raise
         outcome = exc.report
     print(_readable(outcome))
-    sys.exit(0 if outcome.healthy else 1)
+    return 0 if outcome.healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
