@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.components.deployspec import load_prefect_file
 from pipelines.components.environment import Settings
 from pipelines.components.errors import ConfigError
 from pipelines.components.resources import Warehouse
@@ -106,6 +107,12 @@ def _deployments(server, namespace: str) -> dict:
     return _api(server, call)
 
 
+def _names(repo: Path, namespace: str, without: str | None = None) -> list[str]:
+    """<flow>/<namespace> for every entry of the repository's prefect.yaml, in file order."""
+    flows = [entry.attribute for entry in load_prefect_file(repo / "prefect.yaml")]
+    return [f"{flow}/{namespace}" for flow in flows if flow != without]
+
+
 def _strings(value):
     """Every string inside a JSON-like value."""
     if isinstance(value, str):
@@ -184,22 +191,28 @@ def test_deploy_feature_branch_and_main(repo, prefect_server, tmp_path):
         "e2e",
         "e2e",
     )
-    assert feature.names("created") == ["flights/research-feature-x", "ingest/research-feature-x"]
-    assert main.names("created") == ["flights/e2e", "ingest/e2e"]
+    flows = [entry.attribute for entry in load_prefect_file(repo / "prefect.yaml")]
+    assert feature.names("created") == [f"{flow}/research-feature-x" for flow in flows]
+    assert main.names("created") == [f"{flow}/e2e" for flow in flows]
     assert feature.uploaded_code and feature.created_work_queue and feature.warnings == []
 
     for namespace, kind, branch in (("research-feature-x", "research", "feature/x"), ("e2e", "e2e", "main")):
         deployments = _deployments(prefect_server, namespace)
-        assert sorted(deployments) == [f"flights/{namespace}", f"ingest/{namespace}"]
+        assert sorted(deployments) == sorted(f"{flow}/{namespace}" for flow in flows)
         code = tmp_path / "data" / namespace / "_code" / commit
-        for deployment in deployments.values():
+        for full_name, deployment in deployments.items():
             assert deployment.name == namespace
             assert {f"namespace:{namespace}", f"kind:{kind}", f"branch:{branch}", f"commit:{commit}"} <= set(
                 deployment.tags
             )
             assert (deployment.work_pool_name, deployment.work_queue_name) == ("pipelines", namespace)
             assert deployment.version == commit[:12]
-            assert deployment.schedules == []  # research: never; e2e: only what declares schedules.e2e
+            if full_name == "e2e_test/e2e":  # e2e runs the e2e_test cookbook on the schedule it declares
+                assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
+                    ("0 */6 * * *", "UTC")
+                ]
+            else:
+                assert deployment.schedules == []  # research: never; e2e: only what declares schedules.e2e
             assert deployment.enforce_parameter_schema is True
             env = deployment.job_variables["env"]
             assert env["PIPELINES_NAMESPACE"] == namespace
@@ -241,7 +254,7 @@ def test_deploying_twice_changes_nothing(repo, prefect_server):
     before = {
         n: (str(d.id), d.updated) for n, d in _deployments(prefect_server, "research-feature-twice").items()
     }
-    assert first.changed and sorted(before) == first.names("created")
+    assert first.changed and sorted(before) == sorted(first.names("created"))
 
     again = _cli(
         prefect_server,
@@ -275,17 +288,18 @@ def test_serving_runs_each_cookbook_on_its_schedule_and_purging_it_needs_force(
         ]
         assert schedules == [("30 6 * * *", "UTC", True)]
         assert deployments["ingest/serving"].schedules == []  # a workflow users submit: no schedule
+        assert deployments["e2e_test/serving"].schedules == []  # its schedule is for the e2e namespace only
 
         with prefect_server.settings(), pytest.raises(ConfigError) as refused:
             teardown("serving", purge_data=True)
         assert "Refusing to purge the serving namespace's data" in str(refused.value)
         assert "--force" in str(refused.value)
         assert (tmp_path / "data" / "serving" / "_code").is_dir()
-        assert sorted(_deployments(prefect_server, "serving")) == ["flights/serving", "ingest/serving"]
+        assert sorted(_deployments(prefect_server, "serving")) == sorted(_names(repo, "serving"))
     finally:
         with prefect_server.settings():
             removed = teardown("serving")
-    assert sorted(removed.removed) == ["flights/serving", "ingest/serving"]
+    assert sorted(removed.removed) == sorted(_names(repo, "serving"))
     assert _deployments(prefect_server, "serving") == {}
     assert (tmp_path / "data" / "serving").is_dir()  # no purge asked: the data stays
 
@@ -293,7 +307,7 @@ def test_serving_runs_each_cookbook_on_its_schedule_and_purging_it_needs_force(
 def test_an_entry_removed_from_prefect_yaml_is_pruned(prefect_server, tmp_path_factory):
     repo = copy_project(tmp_path_factory.mktemp("prune"), "feature/prune")
     first = deploy("feature/prune", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
-    assert first.names("created") == ["flights/research-feature-prune", "ingest/research-feature-prune"]
+    assert first.names("created") == _names(repo, "research-feature-prune")
 
     async def other_namespace(client):
         flow_id = await client.create_flow_from_name("ingest")
@@ -310,9 +324,9 @@ def test_an_entry_removed_from_prefect_yaml_is_pruned(prefect_server, tmp_path_f
 
     second = deploy("feature/prune", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
     assert second.names("pruned") == ["ingest/research-feature-prune"]
-    assert second.names("updated") == ["flights/research-feature-prune"]
+    assert second.names("updated") == _names(repo, "research-feature-prune")
     remaining = _deployments(prefect_server, "research-feature-prune")
-    assert list(remaining) == ["flights/research-feature-prune"]
+    assert sorted(remaining) == sorted(_names(repo, "research-feature-prune"))
     assert f"commit:{commit}" in remaining["flights/research-feature-prune"].tags
     assert list(_deployments(prefect_server, "research-other")) == ["ingest/research-other"]
 
@@ -341,9 +355,10 @@ def test_deploy_refuses_a_broken_file_and_deploys_nothing(prefect_server, tmp_pa
         deploy("feature/broken", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
     message = str(caught.value)
     assert message.startswith("Nothing was deployed:")
-    assert "deployments[2] (pipelines.cookbooks.missing:missing): cannot import the flow" in message
+    missing, pickled = len(deployments), len(deployments) + 1
+    assert f"deployments[{missing}] (pipelines.cookbooks.missing:missing): cannot import the flow" in message
     assert "No module named 'pipelines.cookbooks.missing'" in message
-    assert "deployments[3] (pipelines.cookbooks.pickled:pickled)" in message
+    assert f"deployments[{pickled}] (pipelines.cookbooks.pickled:pickled)" in message
     assert "its result serializer is 'pickle', not JSON" in message
 
     document["deployments"] = [{**deployments[1], "parameters": {"datset": "flights"}}]
@@ -463,7 +478,7 @@ def test_teardown_removes_deployments_and_purges_data(repo, prefect_server, tmp_
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert sorted(report["removed"]) == [f"flights/{namespace}", f"ingest/{namespace}"]
+    assert sorted(report["removed"]) == sorted(_names(repo, namespace))
     assert report["removed_work_queues"] == [f"pipelines/{namespace}"]
     assert report["purged_data"] == str(root)
     assert report["dropped_warehouse"] == f"SQLite file {sqlite_file}"
