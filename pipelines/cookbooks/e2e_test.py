@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from pathlib import PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,10 +13,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, JsonValue
 
-from pipelines.components.discovery import discover
+from pipelines.components.discovery import FlowEntry, discover
 from pipelines.components.environment import Settings, get_settings, settings_overrides
 from pipelines.components.errors import PipelinesError, unknown_name
-from pipelines.components.resources import Lake, Storage
+from pipelines.components.resources import Lake, Storage, schema_for
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.cookbooks._e2e_cases import CASES, Case, Check, Evidence, check, commits_check, table_versions
 
@@ -106,11 +107,8 @@ def _throwaway(parent: Settings) -> dict[str, str]:
         candidate = get_settings()
     ours, theirs = sa.engine.make_url(candidate.warehouse_url), sa.engine.make_url(parent.warehouse_url)
     if ours.get_backend_name() == "sqlite" and ours.database == theirs.database:
-        database = (ours.database or "warehouse").rsplit("/", 1)
-        folder = f"{database[0]}/" if len(database) == 2 else ""
-        overrides["warehouse_url"] = ours.set(database=f"{folder}{namespace}.sqlite").render_as_string(
-            hide_password=False
-        )
+        own = PurePosixPath(ours.database or "warehouse.sqlite").with_name(f"{namespace}.sqlite")
+        overrides["warehouse_url"] = ours.set(database=str(own)).render_as_string(hide_password=False)
     return overrides
 
 
@@ -118,8 +116,6 @@ def _warehouse_name(settings: Settings) -> str:
     url = sa.engine.make_url(settings.warehouse_url)
     if url.get_backend_name() == "sqlite":
         return f"SQLite file {url.database}"
-    from pipelines.components.resources import schema_for
-
     return f"schema {schema_for(settings.namespace)} in {url.render_as_string(hide_password=True)}"
 
 
@@ -152,7 +148,7 @@ def _params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
 
 
-def _run_case(case: Case, flow_, settings: Settings, prefix: str) -> CookbookReport:
+def _run_case(case: Case, entry: FlowEntry, settings: Settings, prefix: str) -> CookbookReport:
     logger = get_run_logger()
     started = time.monotonic()
     report = CookbookReport(name=case.cookbook, status="passed", description=case.description)
@@ -189,17 +185,20 @@ def _run_case(case: Case, flow_, settings: Settings, prefix: str) -> CookbookRep
         evidence.landed[label] = sorted(set(landing.glob("**")) - before)
         return result
 
+    stage = f"importing {entry.module}"
     try:
+        flow_ = entry.load()
         for step in case.steps:
+            stage = f"run {step.label!r}"
             evidence.results[step.label] = run(step.label, step.params)
         versions = table_versions(lake)
+        stage = "run 'rerun'"
         evidence.rerun = run("rerun", case.steps[-1].params)
+        stage = "checking its outputs"
         report.checks.append(commits_check(versions, table_versions(lake)))
         report.checks += case.checks(evidence)
     except Exception as exc:
         report.status = "error"
-        failed_run = next((r.label for r in report.runs if r.status == "failed"), None)
-        stage = f"run {failed_run!r}" if failed_run else "checking its outputs"
         report.error = f"{stage}: {type(exc).__name__}: {exc}"
         report.checks.append(
             check(
@@ -250,12 +249,17 @@ def _missing(name: str) -> CookbookReport:
     )
 
 
-def _select(cookbooks: list[str] | None) -> tuple[list[str], list[str], dict[str, Any]]:
+def _select(cookbooks: list[str] | None) -> tuple[list[str], list[str], dict[str, FlowEntry]]:
     """(names to check, names skipped, loaded entries): every cookbook but this one, and stale cases."""
     entries = {e.name: e for e in discover() if e.kind == "cookbook" and e.name != NAME}
     known = sorted(set(entries) | set(CASES))
     if cookbooks is None:
         return known, [], entries
+    if not cookbooks:
+        raise PipelinesError(
+            "e2e_test: cookbooks is an empty list, so nothing would be checked. Leave it out to check every "
+            f"cookbook, or name some of: {', '.join(known)}."
+        )
     for name in cookbooks:
         if name not in known:
             raise unknown_name("cookbook", name, known)
@@ -393,7 +397,7 @@ def e2e_test(keep: bool = False, cookbooks: list[str] | None = None) -> E2ERepor
                 elif name not in CASES:
                     reports.append(_unchecked(name))
                 else:
-                    reports.append(_run_case(CASES[name], entries[name].load(), settings, prefix))
+                    reports.append(_run_case(CASES[name], entries[name], settings, prefix))
                 done = reports[-1]
                 passed = sum(c.passed for c in done.checks)
                 (logger.info if done.status == "passed" else logger.error)(

@@ -115,6 +115,12 @@ def test_an_unknown_cookbook_name_is_refused_with_a_suggestion():
 
 
 @pytest.mark.unit
+def test_an_empty_cookbook_list_is_refused():
+    with pytest.raises(PipelinesError, match=r"cookbooks is an empty list, so nothing would be checked"):
+        e2e_module._select([])
+
+
+@pytest.mark.unit
 def test_landed_rows_counts_csv_records_and_ndjson_lines(tmp_path):
     landing = Storage(str(tmp_path))
     landing.write_atomic("a.csv", b'id,title\n1,"two\nlines"\n2,plain\n\n')
@@ -315,19 +321,34 @@ def test_a_cookbook_that_fails_or_a_stale_case_is_reported_and_the_rest_still_ru
     )
     monkeypatch.setitem(CASES, "real_estate", broken)
     monkeypatch.setitem(CASES, "retired", Case("retired", (Step("s", {}),), lambda e: [], "gone"))
+    unimportable = FlowEntry("broken", "cookbook", "pipelines.cookbooks.broken_module", "Does not import.")
+    monkeypatch.setattr(e2e_module, "discover", lambda: [*discover(), unimportable])
+    monkeypatch.setitem(CASES, "broken", Case("broken", (Step("s", {}),), lambda e: [], "x"))
 
     with pytest.raises(E2EUnhealthy) as info:
-        e2e_test(cookbooks=["real_estate", "retired", "social_likes"])
+        e2e_test(cookbooks=["broken", "real_estate", "retired", "social_likes"])
 
     report = info.value.report
     statuses = {c.name: c.status for c in report.cookbooks}
-    assert statuses == {"real_estate": "error", "retired": "error", "social_likes": "passed"}
-    estate = report.cookbooks[0]
+    assert statuses == {
+        "broken": "error",
+        "real_estate": "error",
+        "retired": "error",
+        "social_likes": "passed",
+    }
+    broken = report.cookbooks[0]
+    assert broken.runs == [] and broken.error.startswith(
+        "importing pipelines.cookbooks.broken_module: ModuleNotFoundError: No module named"
+    )
+    assert (
+        broken.checks[0].name == "broken runs and its outputs can be checked" and not broken.checks[0].passed
+    )
+    estate = report.cookbooks[1]
     assert estate.runs[0].status == "failed"
     assert estate.error.startswith(
         "run 'a bad window': PipelinesError: real_estate: through must be a YYYY-MM-DD"
     )
-    assert "CASES in pipelines/cookbooks/_e2e_cases.py has a case for 'retired'" in report.cookbooks[1].error
+    assert "CASES in pipelines/cookbooks/_e2e_cases.py has a case for 'retired'" in report.cookbooks[2].error
     assert report.cleanup.removed and _namespaces(tmp_path / "data") == []
 
 
