@@ -212,10 +212,38 @@ def ingest_command(
 ) -> None:
     """Ingest a dataset: landing -> raw (kept) -> cleaned Delta table; prints the result as JSON."""
     from pipelines.components.discovery import to_jsonable
+    from pipelines.components.quality import ValidationFailedError
     from pipelines.workflows.ingest import ingest
 
     try:
         result = ingest(dataset=dataset, full_refresh=full_refresh)
+    except ValidationFailedError as exc:
+        if exc.result is not None:
+            _print_json(to_jsonable(exc.result))
+        _fail(exc)
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(to_jsonable(result))
+
+
+@app.command("validate")
+def validate_command(
+    dataset: Annotated[str, typer.Argument(help="A dataset from the registry.")],
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="Only this _partition value, e.g. 2013-01-31.")
+    ] = None,
+) -> None:
+    """Re-validate a dataset (or one partition) against its contract; exit code 1 when an error fails."""
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.components.quality import ValidationFailedError
+    from pipelines.workflows.validate import validate
+
+    try:
+        result = validate(dataset=dataset, partition=partition)
+    except ValidationFailedError as exc:
+        if exc.result is not None:
+            _print_json(to_jsonable(exc.result))
+        _fail(exc)
     except PipelinesError as exc:
         _fail(exc)
     _print_json(to_jsonable(result))
@@ -333,6 +361,30 @@ def teardown_command(
         console.print(f"  dropped   {report.dropped_warehouse}", highlight=False, soft_wrap=True)
     if not (report.removed or report.removed_work_queues or report.purged_data):
         console.print("  nothing to remove", highlight=False)
+
+
+@app.command("share")
+def share_command(
+    dataset: Annotated[str, typer.Argument(help="A dataset from the registry (cleaned or aggregated).")],
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode", help="merge, replace or append (default: merge with a primary key, else replace)."
+        ),
+    ] = None,
+    full_refresh: Annotated[
+        bool, typer.Option("--full-refresh", help="Drop and rebuild the warehouse table from the lake.")
+    ] = False,
+) -> None:
+    """Share a dataset into the warehouse (only what changed); prints the result as JSON."""
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.share import share
+
+    try:
+        result = share(dataset=dataset, mode=mode, full_refresh=full_refresh)
+    except PipelinesError as exc:
+        _fail(exc)
+    _print_json(to_jsonable(result))
 
 
 def main() -> None:

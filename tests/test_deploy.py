@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.components.deployspec import load_prefect_file
 from pipelines.components.environment import Settings
 from pipelines.components.errors import ConfigError
 from pipelines.components.resources import Warehouse
@@ -26,6 +25,18 @@ from pipelines.deploy import deploy, teardown
 from tests.conftest import require_service
 
 PROJECT = Path(__file__).resolve().parents[1]
+# The flows prefect.yaml deploys (flow name == function name, as tests/test_layout.py checks).
+FLOWS = sorted(
+    entry["entrypoint"].rsplit(":", 1)[1]
+    for entry in yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+)
+
+
+def names(namespace: str, *, without: str | None = None) -> list[str]:
+    """Every deployment of the namespace, <flow>/<namespace>, sorted."""
+    return [f"{flow}/{namespace}" for flow in FLOWS if flow != without]
+
+
 ARTIFACTS = PROJECT / "test-artifacts"
 GIT = [
     "git",
@@ -107,12 +118,6 @@ def _deployments(server, namespace: str) -> dict:
     return _api(server, call)
 
 
-def _names(repo: Path, namespace: str, without: str | None = None) -> list[str]:
-    """<flow>/<namespace> for every entry of the repository's prefect.yaml, in file order."""
-    flows = [entry.attribute for entry in load_prefect_file(repo / "prefect.yaml")]
-    return [f"{flow}/{namespace}" for flow in flows if flow != without]
-
-
 def _strings(value):
     """Every string inside a JSON-like value."""
     if isinstance(value, str):
@@ -191,14 +196,13 @@ def test_deploy_feature_branch_and_main(repo, prefect_server, tmp_path):
         "e2e",
         "e2e",
     )
-    flows = [entry.attribute for entry in load_prefect_file(repo / "prefect.yaml")]
-    assert feature.names("created") == [f"{flow}/research-feature-x" for flow in flows]
-    assert main.names("created") == [f"{flow}/e2e" for flow in flows]
+    assert sorted(feature.names("created")) == names("research-feature-x")
+    assert sorted(main.names("created")) == names("e2e")
     assert feature.uploaded_code and feature.created_work_queue and feature.warnings == []
 
     for namespace, kind, branch in (("research-feature-x", "research", "feature/x"), ("e2e", "e2e", "main")):
         deployments = _deployments(prefect_server, namespace)
-        assert sorted(deployments) == sorted(f"{flow}/{namespace}" for flow in flows)
+        assert sorted(deployments) == names(namespace)
         code = tmp_path / "data" / namespace / "_code" / commit
         for full_name, deployment in deployments.items():
             assert deployment.name == namespace
@@ -295,11 +299,11 @@ def test_serving_runs_each_cookbook_on_its_schedule_and_purging_it_needs_force(
         assert "Refusing to purge the serving namespace's data" in str(refused.value)
         assert "--force" in str(refused.value)
         assert (tmp_path / "data" / "serving" / "_code").is_dir()
-        assert sorted(_deployments(prefect_server, "serving")) == sorted(_names(repo, "serving"))
+        assert sorted(_deployments(prefect_server, "serving")) == names("serving")
     finally:
         with prefect_server.settings():
             removed = teardown("serving")
-    assert sorted(removed.removed) == sorted(_names(repo, "serving"))
+    assert sorted(removed.removed) == names("serving")
     assert _deployments(prefect_server, "serving") == {}
     assert (tmp_path / "data" / "serving").is_dir()  # no purge asked: the data stays
 
@@ -307,7 +311,7 @@ def test_serving_runs_each_cookbook_on_its_schedule_and_purging_it_needs_force(
 def test_an_entry_removed_from_prefect_yaml_is_pruned(prefect_server, tmp_path_factory):
     repo = copy_project(tmp_path_factory.mktemp("prune"), "feature/prune")
     first = deploy("feature/prune", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
-    assert first.names("created") == _names(repo, "research-feature-prune")
+    assert sorted(first.names("created")) == names("research-feature-prune")
 
     async def other_namespace(client):
         flow_id = await client.create_flow_from_name("ingest")
@@ -318,15 +322,15 @@ def test_an_entry_removed_from_prefect_yaml_is_pruned(prefect_server, tmp_path_f
     other_id = _api(prefect_server, other_namespace)
 
     document = yaml.safe_load((repo / "prefect.yaml").read_text())
-    document["deployments"] = [d for d in document["deployments"] if "ingest" not in d["entrypoint"]]
+    document["deployments"] = [d for d in document["deployments"] if not d["entrypoint"].endswith(":ingest")]
     (repo / "prefect.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     commit = commit_all(repo, "stop deploying ingest")
 
     second = deploy("feature/prune", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
-    assert second.names("pruned") == ["ingest/research-feature-prune"]
-    assert second.names("updated") == _names(repo, "research-feature-prune")
+    assert sorted(second.names("pruned")) == ["ingest/research-feature-prune"]
+    assert sorted(second.names("updated")) == names("research-feature-prune", without="ingest")
     remaining = _deployments(prefect_server, "research-feature-prune")
-    assert sorted(remaining) == sorted(_names(repo, "research-feature-prune"))
+    assert sorted(remaining) == names("research-feature-prune", without="ingest")
     assert f"commit:{commit}" in remaining["flights/research-feature-prune"].tags
     assert list(_deployments(prefect_server, "research-other")) == ["ingest/research-other"]
 
@@ -355,10 +359,12 @@ def test_deploy_refuses_a_broken_file_and_deploys_nothing(prefect_server, tmp_pa
         deploy("feature/broken", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
     message = str(caught.value)
     assert message.startswith("Nothing was deployed:")
-    missing, pickled = len(deployments), len(deployments) + 1
-    assert f"deployments[{missing}] (pipelines.cookbooks.missing:missing): cannot import the flow" in message
+    assert (
+        f"deployments[{len(deployments)}] (pipelines.cookbooks.missing:missing): cannot import the flow"
+        in message
+    )
     assert "No module named 'pipelines.cookbooks.missing'" in message
-    assert f"deployments[{pickled}] (pipelines.cookbooks.pickled:pickled)" in message
+    assert f"deployments[{len(deployments) + 1}] (pipelines.cookbooks.pickled:pickled)" in message
     assert "its result serializer is 'pickle', not JSON" in message
 
     document["deployments"] = [{**deployments[1], "parameters": {"datset": "flights"}}]
@@ -478,7 +484,7 @@ def test_teardown_removes_deployments_and_purges_data(repo, prefect_server, tmp_
     )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert sorted(report["removed"]) == sorted(_names(repo, namespace))
+    assert sorted(report["removed"]) == names(namespace)
     assert report["removed_work_queues"] == [f"pipelines/{namespace}"]
     assert report["purged_data"] == str(root)
     assert report["dropped_warehouse"] == f"SQLite file {sqlite_file}"

@@ -13,12 +13,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import yaml
 
 from pipelines.components.errors import PipelinesError, did_you_mean, unknown_name
+
+if TYPE_CHECKING:
+    from pipelines.components.quality import ExpectationSpec
 
 COLUMNS = (
     "name",
@@ -199,7 +202,7 @@ class Contract:
 
     columns: Mapping[str, ColumnSpec]
     source: Mapping[str, Any] = field(default_factory=dict)
-    expectations: tuple[Mapping[str, Any], ...] = ()
+    expectations: tuple[ExpectationSpec, ...] = ()  # checked against Great Expectations; see quality.py
     description: str = ""
 
     @property
@@ -456,14 +459,15 @@ def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
             false_values=_values(spec.get("false_values", DEFAULT_FALSE)),
             affixes=affixes,
         )
-    expectations = data.get("expectations") or []
-    if not isinstance(expectations, list):
-        problems.append(Problem(where, "expectations", None, "must be a list."))
-        expectations = []
+    expectations = ()
+    if data.get("expectations") is not None:
+        from pipelines.components.quality import parse_expectations  # GX is imported only when needed
+
+        expectations = parse_expectations(data["expectations"], columns, where, problems)
     return Contract(
         columns=columns,
         source=source,
-        expectations=tuple(expectations),
+        expectations=expectations,
         description=str(data.get("description", "")),
     )
 
@@ -673,6 +677,10 @@ def check_registry(path: str | Path) -> tuple[dict[str, DatasetSpec], list[Probl
                 continue
             spec = _parse_row(row, number, path.parent / "contracts", problems, names)
             specs.setdefault(spec.name, spec)
+    if any(spec.contract.expectations for spec in specs.values()):
+        from pipelines.components.quality import check_references
+
+        check_references(specs, problems)
     for spec in specs.values():
         for upstream in spec.inputs:
             if upstream not in specs:

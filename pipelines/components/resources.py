@@ -288,6 +288,29 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+@dataclass(frozen=True)
+class ColumnInfo:
+    """A column as the warehouse has it: declared type (PostgreSQL's format_type spelling)."""
+
+    name: str
+    type: str
+    not_null: bool
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A warehouse table's columns in order, its primary key and its comment."""
+
+    name: str
+    columns: tuple[ColumnInfo, ...]
+    primary_key: tuple[str, ...]
+    comment: str | None = None
+
+    def column(self, name: str) -> ColumnInfo | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
 class Warehouse:
     """A SQL warehouse: SQLite (one file per namespace) or PostgreSQL (one schema per namespace)."""
 
@@ -367,6 +390,62 @@ class Warehouse:
                 if self.schema:
                     conn.exec_driver_sql(f"SET LOCAL search_path TO {quote_ident(self.schema)}")
                 yield conn
+
+    def lock(self, conn: Connection, name: str) -> None:
+        """Serialise writers of ``name`` until this transaction ends.
+
+        PostgreSQL: a transaction-scoped advisory lock on the namespace's schema and ``name``.
+        SQLite: the transaction already holds the database's write lock (``begin(write=True)``).
+        """
+        if self.dialect == "postgresql":
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": f"pipelines:{self.schema}:{name}"},
+            )
+        elif not conn.info.get("write"):
+            raise ConfigError("Warehouse.lock on SQLite needs a transaction opened with begin(write=True).")
+
+    @staticmethod
+    def driver_connection(conn: Connection) -> Any:
+        """The DBAPI connection under ``conn`` (psycopg or sqlite3), inside the same transaction."""
+        return conn.connection.driver_connection
+
+    def describe(self, conn: Connection, table: str) -> TableInfo | None:
+        """Columns (declared type, NOT NULL, comment) and primary key of a table, or None if absent."""
+        if self.dialect == "postgresql":
+            qualified = self.qualify(table)
+            oid = conn.execute(sa.text("SELECT to_regclass(:q)::oid"), {"q": qualified}).scalar()
+            if oid is None:
+                return None
+            rows = conn.execute(
+                sa.text(
+                    "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, "
+                    "col_description(a.attrelid, a.attnum) FROM pg_attribute a "
+                    "WHERE a.attrelid = :oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+                ),
+                {"oid": oid},
+            ).all()
+            key = conn.execute(
+                sa.text(
+                    "SELECT a.attname FROM pg_index i JOIN pg_attribute a "
+                    "ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                    "WHERE i.indrelid = :oid AND i.indisprimary "
+                    "ORDER BY array_position(i.indkey::int2[], a.attnum)"
+                ),
+                {"oid": oid},
+            ).scalars()
+            comment = conn.execute(sa.text("SELECT obj_description(:oid, 'pg_class')"), {"oid": oid}).scalar()
+            columns = tuple(ColumnInfo(r[0], r[1], bool(r[2]), r[3]) for r in rows)
+            return TableInfo(table, columns, tuple(key), comment)
+        found = conn.exec_driver_sql(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).scalar()
+        if found is None:
+            return None
+        rows = conn.exec_driver_sql(f"PRAGMA table_info({quote_ident(table)})").all()
+        columns = tuple(ColumnInfo(r[1], r[2] or "", bool(r[3]), None) for r in rows)
+        key = tuple(r[1] for r in sorted((r for r in rows if r[5] > 0), key=lambda r: r[5]))
+        return TableInfo(table, columns, key, None)
 
     def table_names(self) -> list[str]:
         self.ensure_schema()

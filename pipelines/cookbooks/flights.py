@@ -28,6 +28,7 @@ class DatasetSummary(BaseModel):
     watermark: str | None
     touched_partitions: int
     status: str
+    validation: str = "not_run"
 
 
 class FlightsResult(BaseModel):
@@ -52,6 +53,7 @@ def _summarise(result: IngestResult) -> DatasetSummary:
         watermark=result.watermark_after,
         touched_partitions=len(result.touched_partitions),
         status=result.status,
+        validation=result.validation_status,
     )
 
 

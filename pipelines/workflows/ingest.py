@@ -26,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
-from pipelines.components import cleaning
+from pipelines.components import cleaning, quality
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.registry import DatasetSpec, load_registry
@@ -65,6 +65,22 @@ class IngestResult(BaseModel):
     cleaned_table: str = ""
     cleaned_version: int | None = None
     duration_seconds: float = 0.0
+    validation_status: str = Field(
+        default="not_run",
+        description="not_run, passed, warned (promoted, but an expectation failed: its rows were quarantined "
+        "or it is a warning) or failed (not promoted; raised as ValidationFailedError)",
+    )
+    expectations_evaluated: int = 0
+    quarantined_by_expectations: int = Field(
+        default=0, description="rows of `quarantined` that failed an error-severity row-level expectation"
+    )
+    held_back: int = Field(
+        default=0,
+        description="rows that passed but were not promoted because the batch was stopped (0 when completed)",
+    )
+    validation_issues: list[str] = Field(
+        default=[], description="every check that did not pass and its action"
+    )
 
 
 # raw zone ------------------------------------------------------------------------------------
@@ -333,6 +349,13 @@ def _clean_and_commit(
 
     good, collapsed = cleaning.collapse_duplicates(good, spec.primary_key, spec.incremental_field)
     now = datetime.now(UTC)
+    # quality gate: the contract's expectations and the quality_policy decide what is promoted
+    check = quality.check_batch(
+        spec, good, lake=lake, now=now, contract_failures=rows_bad + len(result.rejected_files)
+    )
+    good = check.kept
+    all_bad = pl.concat([all_bad, check.quarantine], how="vertical_relaxed")
+    rows_bad += check.quarantine.height
     if good.width:
         partition_col = spec.contract.columns.get(spec.partition_field) if spec.partition_field else None
         good = good.with_columns(
@@ -378,6 +401,8 @@ def _clean_and_commit(
     }
 
     _write_quarantine(lake, spec.name, all_bad, run_id, now, pending)
+    result.rows_in, result.quarantined, result.duplicates_collapsed = rows_in, rows_bad, collapsed
+    _report_validation(lake, spec, check, result, now)
     committed_table = _commit_cleaned(
         lake, spec, table, good, new_state, overwrite=full_refresh or not spec.incremental
     )
@@ -392,7 +417,7 @@ def _clean_and_commit(
     result.touched_partitions = touched
     result.processed_files = pending
     result.cleaned_version = committed_table.version()
-    if result.rows_in != result.written + result.quarantined + result.duplicates_collapsed:
+    if result.rows_in != result.written + result.quarantined + result.duplicates_collapsed + result.held_back:
         raise PipelinesError(
             f"Row accounting failed for {spec.name}: {result.rows_in} in, {result.written} written, "
             f"{result.quarantined} quarantined, {result.duplicates_collapsed} collapsed. Nothing is lost "
@@ -400,6 +425,55 @@ def _clean_and_commit(
         )
     _record_meta(lake, spec, result, committed_table, now)
     return result
+
+
+def _report_validation(
+    lake: Lake, spec: DatasetSpec, check: quality.BatchCheck, result: IngestResult, now: datetime
+) -> None:
+    """Record the batch's validation (_meta/validations, a Prefect artifact); stop here if it failed."""
+    result.validation_status = check.status
+    result.expectations_evaluated = len(check.outcomes)
+    result.quarantined_by_expectations = check.quarantine.height
+    result.held_back = check.held_back
+    result.validation_issues = check.issues
+    for issue in check.issues:
+        get_run_logger().warning("%s: %s", spec.name, issue)
+    if check.outcomes:
+        quality.record(
+            lake,
+            quality.records(
+                check.outcomes,
+                run_id=result.run_id,
+                workflow="ingest",
+                dataset=spec.name,
+                scope="batch",
+                partition=None,
+                validated_at=now,
+            ),
+        )
+    key = f"validation-{spec.name.replace('_', '-')}"
+    if check.outcomes or check.stopped:
+        create_markdown_artifact(
+            key=key,
+            markdown=quality.report_markdown(
+                f"validation of {spec.name}: ingest batch of run {result.run_id}",
+                check.status,
+                check.outcomes,
+                notes=[*check.stopped, f"{result.rows_in} row(s) in, {result.quarantined} quarantined"],
+            ),
+            description=f"expectations of {spec.name} on the ingest batch",
+        )
+    if check.stopped:
+        lines = "\n".join(f"  - {reason}" for reason in check.stopped)
+        raise quality.ValidationFailedError(
+            f"{spec.name!r} was not promoted: checks with severity error failed on this batch:\n{lines}\n"
+            f"Nothing was written to cleaned/{spec.name}. Failing rows are in quarantine/{spec.name}; every "
+            f"result is in _meta/validations (run {result.run_id}) and the Prefect artifact {key}. The batch's "
+            "raw files stay pending and are checked again, with anything that arrives next, on every run until "
+            f"it passes. To promote it, change the expectation or give it severity: warn in contracts/{spec.name}.yaml "
+            "(or change the dataset's quality_policy in the registry), then run ingest again.",
+            result=result,
+        )
 
 
 def _write_quarantine(
@@ -551,6 +625,8 @@ def _markdown(result: IngestResult) -> str:
         ("raw files written / skipped", f"{len(result.raw_files)} / {result.skipped_files}"),
         ("rejected files", len(result.rejected_files)),
         ("schema changes", "; ".join(result.schema_changes) or "none"),
+        ("validation", f"{result.validation_status} ({result.expectations_evaluated} expectation(s))"),
+        ("quarantined by expectations", result.quarantined_by_expectations),
         ("duration", f"{result.duration_seconds:.2f} s"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -19,6 +19,7 @@ from pipelines.client import (
     RunTimeoutError,
     UnknownWorkflowError,
 )
+from pipelines.components.discovery import discover
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from tests.client import notebook
@@ -101,9 +102,11 @@ def test_unknown_workflows_and_bad_parameters_start_nothing():
     client = Client()
     with pytest.raises(UnknownWorkflowError) as caught:
         client.submit("delay_modle")
+    known = ", ".join(sorted(entry.name for entry in discover()))
+    assert {"delay_model", "flights", "ingest"} <= set(known.split(", "))
     assert str(caught.value) == (
         "Unknown workflow 'delay_modle'. Did you mean 'delay_model'? Known workflows and cookbooks: "
-        "delay_model, flights, ingest (`pipelines list`)."
+        f"{known} (`pipelines list`)."
     )
     with pytest.raises(
         ParameterError, match=re.escape("delay_model has no parameter 'thru'. Did you mean 'through'?")
@@ -123,7 +126,8 @@ def test_unknown_workflows_and_bad_parameters_start_nothing():
 
 def test_workflows_lists_parameters_types_and_defaults():
     workflows = {w.name: w for w in Client().workflows()}
-    assert set(workflows) == {"delay_model", "flights", "ingest"}
+    assert set(workflows) == {entry.name for entry in discover()}
+    assert {"delay_model", "flights", "ingest"} <= set(workflows)
     assert workflows["ingest"].signature == "ingest(dataset: str, full_refresh: bool = False)"
     assert workflows["flights"].kind == "cookbook" and workflows["delay_model"].kind == "workflow"
     seed = next(p for p in workflows["delay_model"].parameters if p.name == "seed")

@@ -1,0 +1,102 @@
+"""Share one registry dataset (cleaned or aggregated) into the namespace's SQL warehouse.
+
+One coarse task runs the whole share in one warehouse transaction: deploy or evolve the table
+from the contract, send what changed in the Delta table since the version last shared (merge,
+replace or append), and record the new share state and a ledger row with it. See
+``pipelines.components.sharing`` and docs/share.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from pipelines.components.environment import get_settings
+from pipelines.components.registry import DatasetSpec, load_registry
+from pipelines.components.resources import Lake, Storage, Warehouse
+from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
+
+__all__ = ["ShareResult", "share"]
+
+
+def _retry_transient(task, task_run, state) -> bool:
+    from pipelines.components.sources import is_transient
+
+    try:
+        state.result()
+    except Exception as exc:
+        return is_transient(exc) or is_transient(exc.__cause__ or exc)
+    return False
+
+
+@task(
+    name="share to warehouse",
+    retries=3,
+    retry_delay_seconds=[2, 8, 30],
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_retry_transient,
+)
+def _share(
+    spec: DatasetSpec,
+    lake: Lake,
+    warehouse: Warehouse,
+    run_id: str,
+    namespace: str,
+    mode: str | None,
+    full_refresh: bool,
+) -> ShareResult:
+    return share_dataset(
+        spec,
+        lake,
+        warehouse,
+        run_id=run_id,
+        namespace=namespace,
+        mode=mode,
+        full_refresh=full_refresh,
+        logger=get_run_logger(),
+    )
+
+
+def _markdown(result: ShareResult) -> str:
+    rows = [
+        ("mode", result.mode),
+        ("status", result.status),
+        ("strategy", f"{result.strategy} ({result.reason})"),
+        ("rows sent", result.rows),
+        ("rows deleted", result.deleted),
+        ("lake version", f"{result.previous_version} → {result.delta_version}"),
+        ("watermark", result.watermark),
+        ("schema changes", "; ".join(result.schema_changes) or "none"),
+        ("duration", f"{result.duration_seconds:.2f} s"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"# share {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
+
+
+def _run_id() -> str:
+    run = flow_run.get_id()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
+
+
+@flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER)
+def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
+    """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
+    settings = get_settings()
+    spec = load_registry(settings.registry_path).get(dataset)
+    resolve_mode(spec, mode)  # a bad mode fails before anything is opened
+    lake = Lake(Storage.from_settings(settings.namespace_url, settings))
+    warehouse = Warehouse.from_settings(settings)
+    try:
+        result = _share(spec, lake, warehouse, _run_id(), settings.namespace, mode, full_refresh)
+    finally:
+        warehouse.dispose()
+    create_markdown_artifact(
+        key=f"share-{dataset.replace('_', '-')}", markdown=_markdown(result), description=f"share {dataset}"
+    )
+    return result
