@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
 from contextlib import redirect_stdout
 
 import polars as pl
@@ -214,6 +215,25 @@ def test_a_healthy_run_checks_every_cookbook_and_removes_the_throwaway_namespace
         "conflicts": 3,
     }
     assert all(c["rerun: no table gets a new commit"].actual == {} for c in (flights, social, estate))
+    shares = {
+        "flights": ["flight_delays_daily"],
+        "social_likes": ["top_users", "user_top3_avg"],
+        "real_estate": ["properties", "property_conflicts"],
+    }
+    for cookbook, datasets in shares.items():
+        checks = _checks(report, cookbook)
+        rerun = checks["rerun: nothing new to ingest, build or share"].actual
+        assert all(rerun[f"share {d}"] == "no_changes" for d in datasets)
+        for dataset in datasets:
+            assert checks[f"{dataset}: the warehouse table holds every row of the lake table"].passed
+    assert social["top_users in the warehouse: the top 10 by rank"].passed
+    assert estate[
+        "property_conflicts in the warehouse: the sample's county/listing disagreements"
+    ].actual == [
+        ["1001-001-002", "sqft"],
+        ["1001-001-003", "address"],
+        ["1001-001-005", "property_type"],
+    ]
 
     # gone afterwards: its data root (with its own landing zone) and warehouse; the parent's data untouched
     assert report.cleanup.removed and not report.cleanup.kept and report.cleanup.error is None
@@ -243,6 +263,10 @@ def test_keep_leaves_the_throwaway_namespace_for_inspection(tmp_path):
     assert (root / "cleaned" / "likes" / "_delta_log").is_dir()
     assert (root / "aggregated" / "top_users" / "_delta_log").is_dir()
     assert len(list((root / "landing" / "social_likes" / "likes").glob("*.ndjson"))) == 14
+    database = tmp_path / "warehouse" / f"{report.namespace}.sqlite"
+    assert report.cleanup.warehouse == f"SQLite file {database}"
+    with sqlite3.connect(database) as conn:
+        assert conn.execute('SELECT count(*) FROM "top_users"').fetchone() == (10,)
     assert not (tmp_path / "data" / "landing").exists()  # the samples never reach the shared landing zone
     assert (
         f"kept for inspection: {root}" in report.summary and "(only social_likes; skipped" in report.summary
@@ -277,7 +301,8 @@ def test_a_wrong_output_fails_the_run_and_names_the_check_with_expected_and_actu
     assert designed.expected[3:6] == ["u03", "u21", "u12"]
     assert designed.actual[3:6] == ["u03", "u12", "u21"]
     assert "top_users: the top 10 and their numbers" in failed
-    assert report.checks_failed == len(failed) == 2  # everything upstream of the transform still passes
+    assert failed["top_users in the warehouse: the top 10 by rank"].actual == designed.actual  # shared as built
+    assert report.checks_failed == len(failed) == 3  # everything upstream of the transform still passes
     message = str(error)
     assert message.startswith("e2e_test UNHEALTHY: 1 cookbook(s)")
     assert (
@@ -383,3 +408,27 @@ def test_pipelines_run_reports_an_unhealthy_run_and_exits_1(monkeypatch):
         "0/1 check(s) passed" in result.output
     )
     assert "weather_alerts: weather_alerts has e2e checks: expected a Case in CASES" in result.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_postgres_warehouse_gets_a_throwaway_schema_that_is_dropped_afterwards(postgres_url, monkeypatch):
+    import psycopg
+
+    monkeypatch.setenv("PIPELINES_WAREHOUSE_URL", postgres_url)
+    report = e2e_test(cookbooks=["social_likes"])
+
+    schema = report.namespace.replace("-", "_")
+    assert report.healthy and report.cleanup.removed
+    assert report.cleanup.warehouse.startswith(f"schema {schema} in postgresql+psycopg://postgres@127.0.0.1")
+    checks = _checks(report, "social_likes")
+    assert (
+        checks["top_users: the result names the warehouse table it was shared to"].actual
+        == f'"{schema}"."top_users"'
+    )
+    assert checks["top_users in the warehouse: the top 10 by rank"].passed
+    assert checks["user_top3_avg in the warehouse: every user's numbers"].passed
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg", "postgresql")) as conn:
+        schemas = [
+            r[0] for r in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'e2e_run_%'")
+        ]
+    assert schemas == []
