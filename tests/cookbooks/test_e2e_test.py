@@ -301,7 +301,8 @@ def test_a_wrong_output_fails_the_run_and_names_the_check_with_expected_and_actu
     assert designed.expected[3:6] == ["u03", "u21", "u12"]
     assert designed.actual[3:6] == ["u03", "u12", "u21"]
     assert "top_users: the top 10 and their numbers" in failed
-    assert failed["top_users in the warehouse: the top 10 by rank"].actual == designed.actual  # shared as built
+    shared = failed["top_users in the warehouse: the top 10 by rank"]
+    assert shared.actual == designed.actual  # the warehouse got the wrong ranking as built
     assert report.checks_failed == len(failed) == 3  # everything upstream of the transform still passes
     message = str(error)
     assert message.startswith("e2e_test UNHEALTHY: 1 cookbook(s)")
