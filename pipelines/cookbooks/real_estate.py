@@ -1,4 +1,4 @@
-"""Real estate: county records and a listing service merged into one property record per parcel."""
+"""Real estate: county records and a listing service merged into one property record per parcel, shared to the warehouse."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.cookbooks._steps import ShareSummary, share_output, summarise_share
 from pipelines.samples.real_estate import land_real_estate
 from pipelines.workflows.aggregate import aggregate
 from pipelines.workflows.ingest import IngestResult, ingest
 
 SOURCES = ("county_parcels", "listings")
 OUTPUTS = ("properties", "property_conflicts")
+SHARED = ("properties", "property_conflicts")
 
 
 class SourceSummary(BaseModel):
@@ -49,6 +51,7 @@ class RealEstateResult(BaseModel):
     landed_files: int
     sources: dict[str, SourceSummary]
     outputs: dict[str, OutputSummary]
+    shared: dict[str, ShareSummary] = Field(default={}, description="per dataset shared to the warehouse")
     properties: int = Field(description="property records (one per parcel)")
     listed: int = Field(description="properties with a listing")
     listing_only: int = Field(description="listings whose parcel the county does not know")
@@ -112,7 +115,12 @@ def _failed(step: str, dataset: str, through: str, namespace: str, exc: Exceptio
 
 
 def _summary(
-    namespace: str, through: str, landed: int, sources: dict[str, SourceSummary], facts: dict
+    namespace: str,
+    through: str,
+    landed: int,
+    sources: dict[str, SourceSummary],
+    facts: dict,
+    shared: dict[str, ShareSummary],
 ) -> str:
     def source(name: str, s: SourceSummary) -> str:
         if s.status == "no_new_data":
@@ -128,6 +136,8 @@ def _summary(
         + (f", median ${price:,.2f} per sq ft on the market" if price is not None else "")
         + (f". {landed} sample file(s) landed; " if landed else ". ")
         + "; ".join(source(name, s) for name, s in sources.items())
+        + ". Shared "
+        + ", ".join(f"{name} {s.status} ({s.rows} row(s) sent)" for name, s in shared.items())
         + "."
         + (" Quarantined rows and their reasons: quarantine/<dataset>." if quarantined else "")
     )
@@ -137,12 +147,12 @@ def _summary(
 def real_estate(
     through: str = "2024-03-31", land_sample: bool = True, full_refresh: bool = False
 ) -> RealEstateResult:
-    """Real estate: county records + listings -> one property record per parcel, with conflicts recorded."""
+    """Real estate: county records + listings -> one property record per parcel, with conflicts recorded, shared."""
     started = time.monotonic()
     logger = get_run_logger()
     settings = get_settings()
     through = _window(through)
-    steps = len(SOURCES) + len(OUTPUTS)
+    steps = len(SOURCES) + len(OUTPUTS) + len(SHARED)
     landed = _land(settings.landing_url, through) if land_sample else 0
 
     sources: dict[str, SourceSummary] = {}
@@ -177,8 +187,24 @@ def real_estate(
             "[%d/%d] aggregate %s: %s, %d row(s)", number, steps, dataset, built.status, built.rows_written
         )
 
+    shared: dict[str, ShareSummary] = {}
+    rerun = f"pipelines run real_estate -p through={through}"
+    for number, dataset in enumerate(SHARED, start=len(SOURCES) + len(OUTPUTS) + 1):
+        sent = share_output("real_estate", dataset, f"through {through}", settings.namespace, rerun)
+        shared[dataset] = summarise_share(sent)
+        logger.info(
+            "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
+            number,
+            steps,
+            dataset,
+            sent.status,
+            sent.mode,
+            sent.rows,
+            sent.table,
+        )
+
     facts = _describe(settings.namespace_url)
-    summary = _summary(settings.namespace, through, landed, sources, facts)
+    summary = _summary(settings.namespace, through, landed, sources, facts, shared)
     logger.info(summary)
     return RealEstateResult(
         namespace=settings.namespace,
@@ -186,6 +212,7 @@ def real_estate(
         landed_files=landed,
         sources=sources,
         outputs=outputs,
+        shared=shared,
         duration_seconds=round(time.monotonic() - started, 2),
         summary=summary,
         **facts,
@@ -202,3 +229,7 @@ if __name__ == "__main__":
         )
     for name, item in outcome.outputs.items():
         print(f"  {name:<18} {item.rows_written:>5} rows  ({item.status})  {item.table}")
+    for name, sent in outcome.shared.items():
+        print(
+            f"  {name:<18} shared to {sent.table}: {sent.status}, {sent.rows} row(s) sent ({sent.strategy})"
+        )

@@ -1,4 +1,4 @@
-"""Social likes end to end: land the sample, ingest posts and likes, build likes per user and the top users."""
+"""Social likes end to end: land the sample, ingest posts and likes, build and share likes per user and the top users."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
-from pipelines.cookbooks._steps import AggregateSummary, build_aggregate, summarise_aggregate
+from pipelines.cookbooks._steps import (
+    AggregateSummary,
+    ShareSummary,
+    build_aggregate,
+    share_output,
+    summarise_aggregate,
+    summarise_share,
+)
 from pipelines.samples import social_likes as sample
 from pipelines.workflows.ingest import ingest
 
 INGESTED = ("posts", "likes")
 AGGREGATES = ("likes_per_user", "user_top3_avg", "top_users")
+SHARED = ("top_users", "user_top3_avg")
 FIRST_DAY = sample.START.isoformat()
 LAST_DAY = (sample.START + timedelta(days=sample.DAYS - 1)).isoformat()
 
@@ -47,6 +55,7 @@ class SocialLikesResult(BaseModel):
     landed_files: int
     ingested: dict[str, IngestSummary]
     aggregates: dict[str, AggregateSummary]
+    shared: dict[str, ShareSummary] = {}
     top_users: list[TopUser]
     duration_seconds: float
     summary: str
@@ -72,14 +81,14 @@ def _land(landing_url: str, start: str, through: str) -> int:
 def social_likes(
     start: str = FIRST_DAY, through: str = LAST_DAY, land_sample: bool = True
 ) -> SocialLikesResult:
-    """Social likes end to end: land the sample, ingest posts and likes, build likes per user and the top users."""
+    """Social likes end to end: land the sample, ingest posts and likes, build and share likes per user and the top users."""
     started = time.monotonic()
     logger = get_run_logger()
     settings = get_settings()
     window = f"{start}..{through}"
     rerun = f"pipelines run social_likes -p start={start} -p through={through}"
     landed = _land(settings.landing_url, start, through) if land_sample else 0
-    steps = len(INGESTED) + len(AGGREGATES)
+    steps = len(INGESTED) + len(AGGREGATES) + len(SHARED)
 
     ingested: dict[str, IngestSummary] = {}
     for number, dataset in enumerate(INGESTED, start=1):
@@ -125,6 +134,21 @@ def social_likes(
             built.rows_written,
         )
 
+    shared: dict[str, ShareSummary] = {}
+    for number, dataset in enumerate(SHARED, start=len(INGESTED) + len(AGGREGATES) + 1):
+        sent = share_output("social_likes", dataset, window, settings.namespace, rerun)
+        shared[dataset] = summarise_share(sent)
+        logger.info(
+            "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
+            number,
+            steps,
+            dataset,
+            sent.status,
+            sent.mode,
+            sent.rows,
+            sent.table,
+        )
+
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
     ranking = lake.read("aggregated", "top_users").sort("rank")
     top = [TopUser(**row) for row in ranking.drop("_run_id").iter_rows(named=True)]
@@ -141,6 +165,8 @@ def social_likes(
         f"({likes.quarantined} quarantined, {likes.duplicates_collapsed} duplicate(s) collapsed, "
         f"{likes.late_rows} late); "
         + ", ".join(f"{n} {a.status} ({a.mode})" for n, a in aggregates.items())
+        + "; shared "
+        + ", ".join(f"{n} {s.status} ({s.rows} row(s) sent)" for n, s in shared.items())
         + "."
         + leader
     )
@@ -151,6 +177,7 @@ def social_likes(
         landed_files=landed,
         ingested=ingested,
         aggregates=aggregates,
+        shared=shared,
         top_users=top,
         duration_seconds=round(time.monotonic() - started, 2),
         summary=summary,
@@ -165,3 +192,5 @@ if __name__ == "__main__":
             f"  {user.rank:>2}. {user.user_id}  {user.top3_avg_likes:5.1f} average over {user.top3_posts} "
             f"post(s), {user.top3_likes} likes"
         )
+    for name, sent in outcome.shared.items():
+        print(f"  {name}: shared to {sent.table}, {sent.status}, {sent.rows} row(s) sent ({sent.strategy})")

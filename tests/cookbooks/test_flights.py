@@ -5,12 +5,23 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.components.resources import Lake, Storage
+from pipelines.components.environment import get_settings
+from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.cookbooks.flights import flights
 from pipelines.samples.nycflights import read_source
 from pipelines.workflows.aggregate import aggregate
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _warehouse(sql: str) -> list[tuple]:
+    """Rows of a query on the test namespace's warehouse (the SQLite file the shares wrote)."""
+    warehouse = Warehouse.from_settings(get_settings())
+    try:
+        with warehouse.begin() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql).all()]
+    finally:
+        warehouse.dispose()
 
 
 def _package_rows(table: str, through: str) -> int:
@@ -66,6 +77,7 @@ def _daily(lake) -> pl.DataFrame:
 def test_flights_cookbook_lands_ingests_and_absorbs_late_rows(tmp_path):
     first = flights(through="2013-01-12")
     lake = Lake(Storage(str(tmp_path / "data" / "test")))
+    first_rows = _daily(lake).height
     # the 2013-01-10 late rows (every 10th) are still on their way
     assert lake.read("cleaned", "flights").height < _package_rows("flights", "2013-01-12")
     assert first.datasets["airlines"].written == 16
@@ -96,6 +108,20 @@ def test_flights_cookbook_lands_ingests_and_absorbs_late_rows(tmp_path):
     incremental = daily.drop("_run_id", "_partition")
     assert_frame_equal(incremental, _expected_daily_delays("2013-01-20"), rtol=1e-9)
     assert incremental.get_column("flights").sum() == cleaned.height
+    # shared to the warehouse: the first run sent every row, the second just the recomputed days' rows
+    assert (first.shared["flight_delays_daily"].status, first.shared["flight_delays_daily"].rows) == (
+        "loaded",
+        first_rows,
+    )
+    shared = second.shared["flight_delays_daily"]
+    assert (shared.status, shared.mode, shared.strategy) == ("loaded", "merge", "incremental")
+    assert shared.rows == daily.filter(pl.col("_run_id") == delays.run_id).height
+    assert shared.table == '"flight_delays_daily"'
+    assert _warehouse('SELECT count(*), sum(flights) FROM "flight_delays_daily"') == [
+        (daily.height, cleaned.height)
+    ]
+    assert "shared flight_delays_daily loaded" in second.summary
+
     full = aggregate("flight_delays_daily", full_refresh=True)
     assert full.mode == "full" and len(full.partitions_recomputed) == 21
     assert_frame_equal(_daily(lake).drop("_run_id", "_partition"), incremental, rtol=1e-12)

@@ -5,13 +5,24 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
-from pipelines.components.resources import Lake, Storage
+from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.cookbooks.real_estate import real_estate
 from pipelines.samples.real_estate import land_real_estate
 from pipelines.transforms.real_estate import PROPERTIES_SCHEMA, properties, property_conflicts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _warehouse(sql: str) -> list[tuple]:
+    """Rows of a query on the test namespace's warehouse (the SQLite file the shares wrote)."""
+    warehouse = Warehouse.from_settings(get_settings())
+    try:
+        with warehouse.begin() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql).all()]
+    finally:
+        warehouse.dispose()
 
 
 def test_a_bad_window_is_refused_before_anything_runs(tmp_path):
@@ -71,8 +82,24 @@ def test_the_cookbook_builds_what_the_transform_computes(tmp_path):
     assert second.outputs["properties"].rows_written == want.height
     assert "namespace test" in second.summary and "3 county/listing conflict(s)" in second.summary
 
+    # shared to the warehouse: one row per parcel, and the three conflicts
+    assert {n: s.status for n, s in second.shared.items()} == {
+        "properties": "loaded",
+        "property_conflicts": "loaded",
+    }
+    assert _warehouse('SELECT count(*), count(DISTINCT parcel_id) FROM "properties"') == [
+        (want.height, want.height)
+    ]
+    assert _warehouse('SELECT parcel_id, field FROM "property_conflicts" ORDER BY parcel_id, field') == [
+        ("1001-001-002", "sqft"),
+        ("1001-001-003", "address"),
+        ("1001-001-005", "property_type"),
+    ]
+    assert "Shared properties loaded" in second.summary
+
     third = real_estate()
     assert {s.status for s in third.sources.values()} == {"no_new_data"}
+    assert {s.status for s in third.shared.values()} == {"no_changes"}
     assert "county_parcels no new data; listings no new data" in third.summary
     assert (
         lake.read("aggregated", "properties").select(list(PROPERTIES_SCHEMA)).sort("parcel_id").equals(want)

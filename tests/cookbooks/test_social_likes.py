@@ -5,10 +5,22 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.components.resources import Lake, Storage
+from pipelines.components.environment import get_settings
+from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.cookbooks.social_likes import social_likes
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _warehouse(sql: str) -> list[tuple]:
+    """Rows of a query on the test namespace's warehouse (the SQLite file the shares wrote)."""
+    warehouse = Warehouse.from_settings(get_settings())
+    try:
+        with warehouse.begin() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql).all()]
+    finally:
+        warehouse.dispose()
+
 
 # Read every landed file as text; a like counts once per (post, user) and only with a real timestamp;
 # a post counts once however often it was sent.
@@ -97,5 +109,18 @@ def test_social_likes_cookbook_matches_sql_and_recomputes_after_late_likes(tmp_p
     assert_frame_equal(per_user, expected_users, check_dtypes=False)
     assert per_user.height == 45 and per_user.get_column("likes_given").sum() == 1090
 
+    # shared to the warehouse: the ranking and every author's numbers, as the lake holds them
+    assert {n: s.status for n, s in second.shared.items()} == {
+        "top_users": "loaded",
+        "user_top3_avg": "loaded",
+    }
+    assert _warehouse('SELECT user_id FROM "top_users" ORDER BY "rank"') == [
+        (u,) for u in top.get_column("user_id")
+    ]
+    assert _warehouse('SELECT count(*), sum(top3_likes) FROM "user_top3_avg"') == [
+        (expected_avg.height, expected_avg.get_column("top3_likes").sum())
+    ]
+
     third = social_likes()
     assert {a.status for a in third.aggregates.values()} == {"up_to_date"}
+    assert {s.status for s in third.shared.values()} == {"no_changes"}
