@@ -31,10 +31,10 @@ def _hand_written_merge(database: str, csv_path) -> int:
     with psycopg.connect(_postgres.dsn(database)) as conn:
         conn.execute("SET TimeZone TO 'UTC'")
         conn.execute(f"CREATE TEMP TABLE stage ON COMMIT DROP AS SELECT {columns} FROM {TABLE} WITH NO DATA")
-        with conn.cursor().copy(f"COPY stage ({columns}) FROM STDIN (FORMAT csv)") as copy:
-            with open(csv_path, "rb") as handle:
-                while chunk := handle.read(8 << 20):
-                    copy.write(chunk)
+        copy_sql = f"COPY stage ({columns}) FROM STDIN (FORMAT csv)"
+        with conn.cursor().copy(copy_sql) as copy, open(csv_path, "rb") as handle:
+            while chunk := handle.read(8 << 20):
+                copy.write(chunk)
         done = conn.execute(
             f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM stage "
             f'ON CONFLICT ("{_data.PRIMARY_KEY}") DO UPDATE SET {updates}'
