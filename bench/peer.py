@@ -95,7 +95,11 @@ def setup(rows: int, context: Context) -> Case:
         reset_baseline=reset_baseline,
         verify=verify,
         cleanup=databases.drop_all,
-        details={"csv_bytes": os.path.getsize(csv_path), "dlt_python": str(DLT.ensure(context.cache))},
+        details={
+            "databases": f"{databases.prefix}_*",
+            "csv_bytes": os.path.getsize(csv_path),
+            "dlt_python": str(DLT.ensure(context.cache)),
+        },
     )
 
 

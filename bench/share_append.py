@@ -81,7 +81,11 @@ def setup(rows: int, context: Context) -> Case:
         reset_baseline=reset_baseline,
         verify=verify,
         cleanup=databases.drop_all,
-        details={"rows_shared": ingested.written, "csv_bytes": os.path.getsize(csv_path)},
+        details={
+            "databases": f"{databases.prefix}_*",
+            "rows_shared": ingested.written,
+            "csv_bytes": os.path.getsize(csv_path),
+        },
     )
 
 

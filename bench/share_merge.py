@@ -98,6 +98,7 @@ def setup(rows: int, context: Context) -> Case:
         verify=verify,
         cleanup=databases.drop_all,
         details={
+            "databases": f"{databases.prefix}_*",
             "base_rows": base.written,
             "upserts": changes.height,
             "new_keys": new_keys,

@@ -74,5 +74,5 @@ BENCHMARK = Benchmark(
     quick_size=10_000,
     full_size=1_000_000,
     describe_size=lambda rows: f"{rows:,} rows, {EXPECTATION_COUNT} expectations",
-    order=30,
+    order=25,
 )
