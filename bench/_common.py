@@ -50,3 +50,23 @@ def same_table(ours: Path, baseline: Path) -> dict[str, int]:
         raise AssertionError("ours and the baseline wrote different rows for the same input")
     partitions = pl.read_delta(str(ours)).get_column("_partition").n_unique()
     return {"rows": left.height, "partitions": partitions}
+
+
+SHARED_COLUMNS = [*_data.SCHEMA, "_run_id", "_ingested_at"]  # what the share sends, in table order
+
+
+def run_share(*, data: Path, landing: Path, registry: Path, warehouse_url: str, mode: str | None = None):
+    """The share flow (Prefect, in-process API) of `events` into a warehouse; returns its ShareResult."""
+    from pipelines.workflows.share import share
+
+    _env.use_pipelines(data_url=data, landing_url=landing, registry=registry, namespace=NAMESPACE)
+    os.environ["PIPELINES_WAREHOUSE_URL"] = warehouse_url
+    return share("events", mode=mode)
+
+
+def shared_rows(data: Path, run_id: str | None = None) -> pl.DataFrame:
+    """The cleaned table's rows as the share sends them (optionally one run's rows), in key order."""
+    frame = pl.scan_delta(str(cleaned_path(data)))
+    if run_id is not None:
+        frame = frame.filter(pl.col("_run_id") == run_id)
+    return frame.select(SHARED_COLUMNS).sort(_data.PRIMARY_KEY).collect()

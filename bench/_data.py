@@ -155,8 +155,11 @@ def _generated(folder: Path, build) -> Path:
     return folder
 
 
-def events_landing(cache: Path, rows: int, *, with_increment: bool = False) -> Path:
-    """A landing folder holding events/part-0000.csv (`rows` rows) and, optionally, the +1% increment."""
+def events_landing(
+    cache: Path, rows: int, *, with_increment: bool = False, increment_share: float = 0.01
+) -> Path:
+    """A landing folder holding events/part-0000.csv (`rows` rows) and, optionally, the increment
+    (`increment_share` x rows: half new keys, half later versions of old keys) as part-0001.csv."""
     base = _generated(
         cache / "data" / f"events-{rows}-{DATA_VERSION}",
         lambda tmp: _write_csv(events(rows), tmp / "events" / "part-0000.csv"),
@@ -167,9 +170,12 @@ def events_landing(cache: Path, rows: int, *, with_increment: bool = False) -> P
     def build(tmp: Path) -> None:
         (tmp / "events").mkdir(parents=True)
         os.link(base / "events" / "part-0000.csv", tmp / "events" / "part-0000.csv")
-        _write_csv(increment(rows), tmp / "events" / "part-0001.csv")
+        _write_csv(increment(rows, increment_share), tmp / "events" / "part-0001.csv")
 
-    return _generated(cache / "data" / f"events-{rows}-inc-{DATA_VERSION}", build)
+    name = f"events-{rows}-inc-{DATA_VERSION}"
+    if increment_share != 0.01:
+        name = f"events-{rows}-inc{increment_share:g}-{DATA_VERSION}"
+    return _generated(cache / "data" / name, build)
 
 
 def write_registry(folder: Path, datasets: dict[str, str]) -> Path:

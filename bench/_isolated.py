@@ -39,8 +39,25 @@ class IsolatedPython:
     def python(self, cache: Path) -> Path:
         return self.folder(cache) / "bin" / "python"
 
+    @property
+    def override_variable(self) -> str:
+        return f"BENCH_{self.name.upper()}_PYTHON"
+
     def ensure(self, cache: Path) -> Path:
-        """The venv's python, creating the venv and installing the requirements the first time."""
+        """The venv's python, creating the venv and installing the requirements the first time.
+
+        ``BENCH_<NAME>_PYTHON`` (e.g. ``BENCH_DLT_PYTHON``) names an existing interpreter that already
+        has the requirements, used instead (for machines without access to the package index).
+        """
+        override = os.environ.get(self.override_variable)
+        if override:
+            if not os.access(override, os.X_OK):
+                raise RuntimeError(
+                    f"{self.override_variable}={override} is not an executable Python; point it at the "
+                    f"python of a venv holding {', '.join(self.requirements)}, or unset it to let the "
+                    "bench build its own venv in the cache."
+                )
+            return Path(override)
         folder = self.folder(cache)
         marker = folder / ".ready"
         if marker.exists():
@@ -59,13 +76,21 @@ class IsolatedPython:
         marker.write_text("\n".join(self.requirements) + "\n")
         return self.python(cache)
 
-    def run(self, cache: Path, script: Path | str, *args: str, timeout: float = 1800) -> tuple[float, dict]:
+    def run(
+        self,
+        cache: Path,
+        script: Path | str,
+        *args: str,
+        timeout: float = 1800,
+        env: dict[str, str] | None = None,
+    ) -> tuple[float, dict]:
         """Run a script in the venv; returns (wall seconds, the values it reported).
 
         The repo root is on PYTHONPATH so the script can use bench._child.report; nothing of the
-        project's venv is visible to it.
+        project's venv is visible to it; ``env`` adds variables (e.g. the side's credentials).
         """
         python = self.ensure(cache)
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
-        env["PYTHONPATH"] = str(REPO)
-        return _child.run([str(python), str(script), *args], env=env, timeout=timeout)
+        child = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
+        child.update(env or {})
+        child["PYTHONPATH"] = str(REPO)
+        return _child.run([str(python), str(script), *args], env=child, timeout=timeout)

@@ -29,11 +29,32 @@ from bench import (
 from bench.__main__ import select
 
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED = ["ingest", "incremental", "orchestration", "memory", "cold_start"]
+EXPECTED = [
+    "ingest",
+    "incremental",
+    "validation",
+    "orchestration",
+    "share_append",
+    "share_merge",
+    "peer",
+    "memory",
+    "cold_start",
+]
 
 
-def _bench(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+def _dlt_python() -> str:
+    """dlt's interpreter for the peer benchmark: $BENCH_DLT_PYTHON, else the venv in the default bench
+    cache (built there once per machine, so smoke runs in fresh temporary caches reuse it)."""
+    from bench.__main__ import _default_cache
+    from bench.peer import DLT
+
+    return os.environ.get(DLT.override_variable) or str(DLT.ensure(_default_cache()))
+
+
+def _bench(*args: str, tmp: Path, dlt_python: str | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    if dlt_python:
+        env["BENCH_DLT_PYTHON"] = dlt_python
     return subprocess.run(
         [sys.executable, "-m", "bench", *args, "--out", str(tmp / "out"), "--cache", str(tmp / "cache")],
         capture_output=True,
@@ -44,11 +65,13 @@ def _bench(*args: str, tmp: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.local
-def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path):
+@pytest.mark.integration
+def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path, postgres_url):
+    # postgres_url: the share and peer benchmarks need PostgreSQL on 127.0.0.1:5432 (skipped locally
+    # without it, a failure under CI=true); each benchmark creates and drops databases of its own.
     docs = REPO / "docs" / "benchmarks.md"
     before = docs.read_text() if docs.exists() else None
-    done = _bench("--quick", "--runs", "1", tmp=tmp_path)
+    done = _bench("--quick", "--runs", "1", tmp=tmp_path, dlt_python=_dlt_python())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     document = json.loads((tmp_path / "out" / "benchmarks.json").read_text())
@@ -75,6 +98,20 @@ def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path):
     assert records["ingest"]["details"]["verified"]["rows"] == 20_000 - 400  # 2% repeated keys
     assert records["incremental"]["details"]["verified"]["late_rows"] > 0
     assert records["orchestration"]["details"]["verified"]["datasets"] == 3
+    assert records["validation"]["details"]["verified"] == {
+        "rows": 10_000 - 200,
+        "partitions": 60,
+        "expectations_evaluated": 9,
+    }
+    assert records["share_append"]["details"]["verified"]["rows"] == 10_000 - 200
+    merged = records["share_merge"]["details"]["verified"]
+    assert merged["upserts"] == records["share_merge"]["details"]["upserts"] > 0
+    assert (
+        merged["rows_after"] == 10_000 - 200 + merged["new_keys"]
+        and 0 < merged["new_keys"] < merged["upserts"]
+    )
+    assert records["peer"]["details"]["verified"] == {"rows": 10_000 - 200, "csv_rows": 10_000}
+    assert all(run["rows_read"] == 10_000 for run in records["peer"]["details"]["baseline_runs"])
     assert records["memory"]["unit"] == "MiB"
     assert all("import_seconds" in run for run in records["cold_start"]["details"]["ours_runs"])
 
@@ -87,6 +124,17 @@ def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path):
     assert "load average" in markdown and set(document["load_average"]) == {"start", "end"}
     # a quick run never replaces the recorded full-size table
     assert (docs.read_text() if docs.exists() else None) == before
+    # every database the PostgreSQL benchmarks created was dropped
+    import psycopg
+
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres") as conn:
+        for name in ("share_append", "share_merge", "peer"):
+            pattern = records[name]["details"]["databases"].replace("_*", "_%")
+            assert pattern.startswith(f"pipelines_bench_{name}_")
+            left = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)
+            ).fetchall()
+            assert left == [], f"{name} left {left}"
 
 
 def test_unknown_benchmark_name_is_refused_with_a_suggestion(tmp_path):
