@@ -183,7 +183,7 @@ def registry_check_command(
         for problem in problems:
             err.print(f"  - {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
-    console.print(f"{registry_path}: {len(specs)} dataset(s), all valid.", highlight=False)
+    console.print(f"{registry_path}: {len(specs)} dataset(s), all valid.", highlight=False, soft_wrap=True)
 
 
 @registry_app.command("list")
