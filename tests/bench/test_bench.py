@@ -316,3 +316,21 @@ def test_a_child_reports_its_own_peak_memory_not_its_parents():
     _, values = _child.run([sys.executable, "-c", script], env=env)
     assert 0 < values["peak"] < 256, values
     del ballast
+
+
+def test_memory_scores_a_projection_when_the_4x_run_would_not_fit(tmp_path, monkeypatch):
+    """Too little memory for 4x: the 2x peak is measured and the 4x peak projected, never an error."""
+    from bench import memory
+
+    # 1x, then the 2x run, both real; 4x refused (tiny memory), so the line through 1x and 2x is scored.
+    monkeypatch.setattr(memory, "available_mib", lambda: 1.0)
+    record = _harness.run_benchmark(memory.BENCHMARK, quick=True, runs=1, cache=tmp_path)
+    assert record["error"] is None, record.get("traceback")
+    peak_1x = record["baseline_stats"]["values"][0]
+    peak_2x = record["details"]["peak_2x_mib"]
+    assert record["ours_stats"]["values"][0] == pytest.approx(
+        peak_1x + 3 * max(0.0, peak_2x - peak_1x), abs=0.2
+    )
+    assert "The 4x run was not started (not run: the 4x input may need up to" in record["details"]["notes"]
+    assert "projected from the measured 1x and 2x peaks" in record["details"]["notes"]
+    assert isinstance(record["met"], bool)
