@@ -36,6 +36,7 @@ def bare_ingest(dataset: str):
     from pipelines.components.environment import get_settings
     from pipelines.components.registry import load_registry
     from pipelines.components.resources import Lake, Storage
+    from pipelines.components.runs import new_run_id
     from pipelines.workflows import ingest as flow_module
 
     with disable_run_logger():
@@ -44,7 +45,7 @@ def bare_ingest(dataset: str):
         storage = Storage.from_settings(settings.namespace_url, settings)
         lake = Lake(storage)
         state = lake.state(flow_module.CLEANED, spec.name)
-        run_id = flow_module._run_id()
+        run_id = new_run_id()
         landed = flow_module._land.fn(spec, settings, storage, state, run_id)
         result = flow_module._clean_and_commit.fn(spec, lake, state, run_id, False, landed)
     return result

@@ -17,7 +17,6 @@ import importlib
 import inspect
 import json
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +25,6 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from pipelines.components.environment import get_settings
@@ -41,6 +39,7 @@ from pipelines.components.partitions import (
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.runs import new_run_id
 
 CLEANED, AGGREGATED, META = "cleaned", "aggregated", "_meta"
 RUN_ID = "_run_id"
@@ -579,12 +578,6 @@ def _markdown(result: AggregateResult) -> str:
     return f"# aggregate {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-def _run_id() -> str:
-    run = flow_run.get_id()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
-
-
 @flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
@@ -604,7 +597,7 @@ def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
         )
     function, source_hash = _load_transform(spec)
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
-    run_id = _run_id()
+    run_id = new_run_id()
     plan = _plan(spec, registry, lake, full_refresh, _definition(spec, source_hash))
     if plan.mode == "up_to_date":
         table = lake.table(AGGREGATED, spec.name)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime
 
 import polars as pl
 from deltalake import CommitProperties
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from pipelines.components.environment import get_settings
@@ -34,6 +32,7 @@ from pipelines.components.partitions import (
 from pipelines.components.registry import load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.runs import new_run_id
 
 
 class CleanupResult(BaseModel):
@@ -52,12 +51,6 @@ class CleanupResult(BaseModel):
     duration_seconds: float = 0.0
 
 
-def _run_id() -> str:
-    run = flow_run.get_id()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
-
-
 @flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
     """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing)."""
@@ -70,7 +63,7 @@ def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
             f"Dataset {dataset!r} is {spec.stage}; only aggregated datasets have stale partitions to clean up."
         )
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
-    run_id = _run_id()
+    run_id = new_run_id()
     uri = lake.uri(AGGREGATED, dataset)
     table = lake.table(AGGREGATED, dataset)
     if table is None:

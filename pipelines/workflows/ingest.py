@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -23,7 +22,6 @@ import polars as pl
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from pipelines.components import cleaning, quality
@@ -32,6 +30,7 @@ from pipelines.components.errors import PipelinesError
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage, quote_ident
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.runs import new_run_id
 
 RAW, CLEANED, QUARANTINE, META = "raw", "cleaned", "quarantine", "_meta"
 RUN_ID, INGESTED_AT = "_run_id", "_ingested_at"
@@ -634,12 +633,6 @@ def _markdown(result: IngestResult) -> str:
     return f"# ingest {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.cleaned_table}`\n"
 
 
-def _run_id() -> str:
-    run = flow_run.get_id()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
-
-
 @flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
     """Ingest a registry dataset: landing -> raw (kept) -> cleaned Delta, incremental and late-aware."""
@@ -653,7 +646,7 @@ def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
     storage = Storage.from_settings(settings.namespace_url, settings)
     lake = Lake(storage)
     state = lake.state(CLEANED, spec.name)
-    run_id = _run_id()
+    run_id = new_run_id()
     landed = _land(spec, settings, storage, state, run_id)
     result = _clean_and_commit(spec, lake, state, run_id, full_refresh, landed)
     result.skipped_files = landed["skipped"]

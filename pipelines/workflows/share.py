@@ -8,17 +8,14 @@ replace or append), and record the new share state and a ledger row with it. See
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 
 from pipelines.components.environment import get_settings
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
 
 __all__ = ["ShareResult", "share"]
@@ -78,12 +75,6 @@ def _markdown(result: ShareResult) -> str:
     return f"# share {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-def _run_id() -> str:
-    run = flow_run.get_id()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
-
-
 @flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER)
 def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
     """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
@@ -93,7 +84,7 @@ def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> 
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
     warehouse = Warehouse.from_settings(settings)
     try:
-        result = _share(spec, lake, warehouse, _run_id(), settings.namespace, mode, full_refresh)
+        result = _share(spec, lake, warehouse, new_run_id(), settings.namespace, mode, full_refresh)
     finally:
         warehouse.dispose()
     create_markdown_artifact(

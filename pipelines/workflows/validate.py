@@ -10,14 +10,12 @@ see what the new expectations say about the data already promoted.
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import flow_run
 from pydantic import BaseModel, Field
 
 from pipelines.components import quality
@@ -26,6 +24,7 @@ from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.runs import new_run_id
 
 PARTITION = "_partition"
 
@@ -64,12 +63,6 @@ class ValidationResult(BaseModel):
     failures: list[str] = Field(default=[], description="error-severity expectations that failed")
     warnings: list[str] = Field(default=[], description="warn-severity expectations that failed")
     duration_seconds: float = 0.0
-
-
-def _run_id() -> str:
-    run = flow_run.get_id()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}_{(run or uuid.uuid4().hex)[:8]}"
 
 
 def _read(lake: Lake, zone: str, spec: DatasetSpec, partition: str | None) -> tuple[pl.DataFrame, int]:
@@ -196,7 +189,7 @@ def validate(dataset: str, partition: str | None = None) -> ValidationResult:
     settings = get_settings()
     spec = load_registry(settings.registry_path).get(dataset)
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
-    result = _validate(spec, lake, partition, _run_id(), settings.namespace)
+    result = _validate(spec, lake, partition, new_run_id(), settings.namespace)
     result.duration_seconds = round(time.monotonic() - started, 3)
     logger = get_run_logger()
     logger.info(
