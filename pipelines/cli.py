@@ -387,6 +387,24 @@ def share_command(
     _print_json(to_jsonable(result))
 
 
+@app.command("status")
+def status_command(
+    dataset: Annotated[str | None, typer.Argument(help="One dataset (default: every dataset).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Each dataset's last run, counts, watermark, freshness, size and share, read from the destination."""
+    from pipelines.components.status import render_status, status_for_settings
+
+    try:
+        statuses = status_for_settings(get_settings(), [dataset] if dataset else None)
+    except PipelinesError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json([s.model_dump(mode="json") for s in statuses])
+        return
+    console.print(render_status(statuses))
+
+
 def main() -> None:
     app()
 
