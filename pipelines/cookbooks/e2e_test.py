@@ -18,6 +18,7 @@ from pipelines.components.environment import Settings, get_settings, settings_ov
 from pipelines.components.errors import PipelinesError, unknown_name
 from pipelines.components.resources import Lake, Storage, Warehouse, schema_for
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.summary import artifact_key, tag_subflows
 from pipelines.cookbooks._e2e_cases import CASES, Case, Check, Evidence, check, commits_check, table_versions
 
 NAME = "e2e_test"
@@ -361,7 +362,8 @@ def _markdown(report: E2EReport) -> str:
 
 def _record(report: E2EReport) -> None:
     logger = get_run_logger()
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=_markdown(report), description=report.summary[:500])
+    key = artifact_key(report.parent_namespace, ARTIFACT_KEY)
+    create_markdown_artifact(key=key, markdown=_markdown(report), description=report.summary[:500])
     for cookbook, failed in report.failures():
         logger.error(
             "%s: check failed: %s: expected %s, got %s (expected from: %s)",
@@ -375,6 +377,7 @@ def _record(report: E2EReport) -> None:
 
 
 @flow(name="e2e_test", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@tag_subflows
 def e2e_test(keep: bool = False, cookbooks: list[str] | None = None) -> E2EReport:
     """Run every cookbook on sample data in a throwaway namespace, check their outputs, report the codebase's health."""
     started = time.monotonic()

@@ -40,6 +40,7 @@ from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.components.summary import artifact_key
 
 CLEANED, AGGREGATED, META = "cleaned", "aggregated", "_meta"
 RUN_ID = "_run_id"
@@ -620,7 +621,7 @@ def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info("%s: %s, %s (%s)", dataset, result.status, result.mode, result.reason)
     create_markdown_artifact(
-        key=f"aggregate-{dataset.replace('_', '-')}",
+        key=artifact_key(settings.namespace, "aggregate", dataset),
         markdown=_markdown(result),
         description=f"aggregate {dataset}",
     )

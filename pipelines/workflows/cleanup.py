@@ -33,6 +33,7 @@ from pipelines.components.registry import load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.components.summary import artifact_key
 
 
 class CleanupResult(BaseModel):
@@ -132,7 +133,7 @@ def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
     result.duration_seconds = round(time.monotonic() - started, 3)
     listed = "\n".join(f"| {p} | {r} |" for p, r in result.reasons.items()) or "| (none) | |"
     create_markdown_artifact(
-        key=f"cleanup-{dataset.replace('_', '-')}",
+        key=artifact_key(result.namespace, "cleanup", dataset),
         markdown=f"# cleanup {dataset} ({result.namespace}): {result.status}\n\n"
         f"{result.rows_removed} row(s)\n\n| partition | why it was stale |\n|---|---|\n{listed}\n",
         description=f"cleanup {dataset}",

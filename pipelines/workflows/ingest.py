@@ -31,6 +31,7 @@ from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import STATE_KEY, Lake, Storage, quote_ident
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.components.summary import artifact_key
 
 RAW, CLEANED, QUARANTINE, META = "raw", "cleaned", "quarantine", "_meta"
 RUN_ID, INGESTED_AT = "_run_id", "_ingested_at"
@@ -451,7 +452,7 @@ def _report_validation(
                 validated_at=now,
             ),
         )
-    key = f"validation-{spec.name.replace('_', '-')}"
+    key = artifact_key(result.namespace, "validation", spec.name)
     if check.outcomes or check.stopped:
         create_markdown_artifact(
             key=key,
@@ -662,6 +663,8 @@ def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
         result.watermark_after,
     )
     create_markdown_artifact(
-        key=f"ingest-{dataset.replace('_', '-')}", markdown=_markdown(result), description=f"ingest {dataset}"
+        key=artifact_key(settings.namespace, "ingest", dataset),
+        markdown=_markdown(result),
+        description=f"ingest {dataset}",
     )
     return result

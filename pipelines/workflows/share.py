@@ -17,6 +17,7 @@ from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
+from pipelines.components.summary import artifact_key
 
 __all__ = ["ShareResult", "share"]
 
@@ -88,6 +89,8 @@ def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> 
     finally:
         warehouse.dispose()
     create_markdown_artifact(
-        key=f"share-{dataset.replace('_', '-')}", markdown=_markdown(result), description=f"share {dataset}"
+        key=artifact_key(settings.namespace, "share", dataset),
+        markdown=_markdown(result),
+        description=f"share {dataset}",
     )
     return result
