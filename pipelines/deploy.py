@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import configure_alerts, remove_alerts
 from pipelines.components.codesnapshot import CodeStore, FlowInfo, export_commit, git_state, inspect_flows
 from pipelines.components.deployspec import (
     KIND_DIR,
@@ -216,6 +217,7 @@ def deploy(
         warnings=plan.warnings,
     )
     previous = _run(lambda: _apply(plan, report, url))
+    configure_alerts(settings, url)  # alert blocks and notification policies (docs/observability.md)
     try:
         plan.code_store.prune(keep={git.commit, *previous})
     except Exception as exc:  # the deploy itself succeeded; old snapshots only cost space
@@ -252,6 +254,7 @@ def teardown(
     url = _api_url(None, settings)
     report = TeardownReport(namespace=namespace, kind=kind.value, api_url=url)
     _run(lambda: _remove(namespace, report, url))
+    remove_alerts(namespace, url)  # alert blocks and notification policies (docs/observability.md)
     if purge_data:
         report.purged_data, report.dropped_warehouse = purge_namespace_data(settings)
     return report

@@ -7,6 +7,7 @@ import time
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Storage
@@ -81,7 +82,7 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="flights", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="flights", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 @tag_subflows
 def flights(
     start: str = "2013-01-01", through: str = "2013-12-31", land_sample: bool = True

@@ -9,6 +9,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
@@ -144,7 +145,7 @@ def _summary(
     )
 
 
-@flow(name="real_estate", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="real_estate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 @tag_subflows
 def real_estate(
     through: str = "2024-03-31", land_sample: bool = True, full_refresh: bool = False

@@ -8,6 +8,7 @@ from datetime import timedelta
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
@@ -78,7 +79,7 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="social_likes", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="social_likes", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 @tag_subflows
 def social_likes(
     start: str = FIRST_DAY, through: str = LAST_DAY, land_sample: bool = True

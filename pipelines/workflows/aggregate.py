@@ -27,6 +27,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.partitions import (
@@ -579,7 +580,7 @@ def _markdown(result: AggregateResult) -> str:
     return f"# aggregate {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-@flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
     started = time.monotonic()

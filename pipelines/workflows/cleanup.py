@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.partitions import (
@@ -52,7 +53,7 @@ class CleanupResult(BaseModel):
     duration_seconds: float = 0.0
 
 
-@flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
     """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing)."""
     started = time.monotonic()

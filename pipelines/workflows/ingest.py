@@ -25,6 +25,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import cleaning, quality
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.registry import DatasetSpec, load_registry
@@ -634,7 +635,7 @@ def _markdown(result: IngestResult) -> str:
     return f"# ingest {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.cleaned_table}`\n"
 
 
-@flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
     """Ingest a registry dataset: landing -> raw (kept) -> cleaned Delta, incremental and late-aware."""
     started = time.monotonic()

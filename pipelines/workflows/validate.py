@@ -19,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import quality
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec, load_registry
@@ -183,7 +184,7 @@ def _validate(
     )
 
 
-@flow(name="validate", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="validate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def validate(dataset: str, partition: str | None = None) -> ValidationResult:
     """Re-validate a cleaned dataset (or one partition) against its contract's expectations, on demand."""
     started = time.monotonic()
