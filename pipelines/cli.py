@@ -405,6 +405,20 @@ def status_command(
     console.print(render_status(statuses))
 
 
+@app.command("catalog")
+def catalog_command(
+    out: Annotated[str, typer.Option("--out", help="Folder to write the HTML catalog into.")] = "catalog",
+) -> None:
+    """Write a static HTML data catalog (datasets, columns, expectations, schema history, runs, lineage)."""
+    from pipelines.components.catalog import catalog_for_settings
+
+    try:
+        index = catalog_for_settings(get_settings(), out)
+    except PipelinesError as exc:
+        _fail(exc)
+    console.print(f"catalog written: {index}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 
