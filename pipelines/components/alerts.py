@@ -503,9 +503,15 @@ def on_run_completion(flow, flow_run, state) -> None:
 
 
 def run_hooks() -> dict[str, list]:
-    """The state hooks of a workflow or cookbook flow: ``@flow(..., **run_hooks())``."""
+    """The state hooks of a workflow or cookbook flow: ``@flow(..., **run_hooks())``.
+
+    Alerts (this module) and OpenLineage run events (:mod:`pipelines.components.lineage`).
+    """
+    from pipelines.components import lineage
+
     return {
-        "on_failure": [on_run_failure],
-        "on_crashed": [on_run_failure],
-        "on_completion": [on_run_completion],
+        "on_running": [lineage.on_start],
+        "on_failure": [on_run_failure, lineage.on_fail],
+        "on_crashed": [on_run_failure, lineage.on_fail],
+        "on_completion": [on_run_completion, lineage.on_complete],
     }
