@@ -216,8 +216,8 @@ def deploy(
         uploaded_code=uploaded,
         warnings=plan.warnings,
     )
-    previous = _run(lambda: _apply(plan, report, url))
     configure_alerts(settings, url)  # alert blocks and notification policies (docs/observability.md)
+    previous = _run(lambda: _apply(plan, report, url))
     try:
         plan.code_store.prune(keep={git.commit, *previous})
     except Exception as exc:  # the deploy itself succeeded; old snapshots only cost space
