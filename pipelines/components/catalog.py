@@ -55,6 +55,27 @@ def _depths(registry: Registry) -> dict[str, int]:
     return depths
 
 
+def _untangle(registry: Registry, columns: dict[int, list[str]]) -> None:
+    """Order each column by the mean row of its neighbours (a few barycentre sweeps), so fewer edges cross."""
+    levels = sorted(columns)
+    for _ in range(3):
+        row = {n: i for level in levels for i, n in enumerate(columns[level])}
+        for level in levels[1:]:
+            columns[level].sort(
+                key=lambda n: _mean([row[i] for i in registry.get(n).inputs if i in row], row[n])
+            )
+            row.update({n: i for i, n in enumerate(columns[level])})
+        for level in reversed(levels[:-1]):
+            columns[level].sort(
+                key=lambda n: _mean([row[d.name] for d in registry.downstream(n) if d.name in row], row[n])
+            )
+            row.update({n: i for i, n in enumerate(columns[level])})
+
+
+def _mean(values: list[int], default: int) -> float:
+    return sum(values) / len(values) if values else float(default)
+
+
 def lineage_svg(
     registry: Registry, names: set[str], *, current: str | None = None, link_prefix: str = ""
 ) -> str:
@@ -63,6 +84,7 @@ def lineage_svg(
     columns: dict[int, list[str]] = {}
     for name in sorted(names, key=lambda n: (depths[n], n)):
         columns.setdefault(depths[name], []).append(name)
+    _untangle(registry, columns)
     box_w, box_h, gap_x, gap_y = 170, 28, 70, 14
     order = sorted(columns)
     where: dict[str, tuple[int, int]] = {}

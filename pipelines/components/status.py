@@ -12,7 +12,6 @@ whose source keeps delivering is fresh however old its event times are.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -263,11 +262,6 @@ def namespace_status(
     now = now or datetime.now(UTC)
     facts = read_destination(lake, warehouse, specs)
     return [dataset_status(spec, namespace, facts[spec.name], now) for spec in specs]
-
-
-def history_json(value: Any) -> Any:
-    """A _meta cell that holds JSON text, decoded (lists of partitions, inputs)."""
-    return json.loads(value) if isinstance(value, str) and value[:1] in "[{" else value
 
 
 def status_for_settings(settings, datasets: list[str] | None = None, *, now: datetime | None = None):
