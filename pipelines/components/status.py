@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -138,12 +139,17 @@ def read_destination(
 
 def _share_states(warehouse: Warehouse) -> dict[str, dict[str, Any]]:
     """dataset -> its row of the warehouse's share state table (empty before the first share)."""
+    import sqlalchemy as sa
+
     from pipelines.components.sharing import STATE_TABLE, _meta_tables
 
-    if STATE_TABLE not in warehouse.table_names():
+    database = warehouse.url.database
+    if warehouse.dialect == "sqlite" and database and not Path(database).exists():
+        return {}  # nothing shared yet; reading must not create the file
+    if STATE_TABLE not in sa.inspect(warehouse.engine).get_table_names(schema=warehouse.schema):
         return {}
     state, _ = _meta_tables(warehouse.schema)
-    with warehouse.begin() as conn:
+    with warehouse.engine.connect() as conn:
         return {row["dataset"]: dict(row) for row in conn.execute(state.select()).mappings()}
 
 
