@@ -18,6 +18,7 @@ from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import PipelinesError, UnknownNameError
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.summary import artifact_key
 from pipelines.cookbooks._e2e_cases import CASES, Case, Step, landed_rows
 from pipelines.cookbooks.e2e_test import ARTIFACT_KEY, E2EReport, E2EUnhealthy, e2e_test
 
@@ -30,6 +31,9 @@ FAKE = FlowEntry(
 )
 
 
+KEY = artifact_key("test", ARTIFACT_KEY)  # the key carries the parent namespace: test-e2e-report
+
+
 def _artifact(flow_run_id) -> str:
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -37,11 +41,11 @@ def _artifact(flow_run_id) -> str:
     async def read():
         async with get_client() as client:
             return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[ARTIFACT_KEY]))
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[KEY]))
             )
 
     found = [a for a in asyncio.run(read()) if a.flow_run_id == flow_run_id]
-    assert len(found) == 1, f"expected one {ARTIFACT_KEY} artifact for the run, found {len(found)}"
+    assert len(found) == 1, f"expected one {KEY} artifact for the run, found {len(found)}"
     return found[0].data
 
 
