@@ -345,3 +345,25 @@ def test_memory_scores_a_projection_when_the_4x_run_would_not_fit(tmp_path, monk
     assert "The 4x run was not started (not run: the 4x input may need up to" in record["details"]["notes"]
     assert "projected from the measured 1x and 2x peaks" in record["details"]["notes"]
     assert record["met"] is True  # 140 / 110 = 1.27x <= 1.5x
+
+
+def test_two_processes_building_one_cache_entry_build_it_once(tmp_path):
+    """The second process waits for the first one's build and reuses it instead of racing it."""
+    script = (
+        "import sys, time; from pathlib import Path; from bench import _data\n"
+        "def build(tmp):\n"
+        "    (tmp / 'built-by').write_text(sys.argv[1]); time.sleep(1.0)\n"
+        "folder = _data._generated(Path(sys.argv[2]) / 'entry', build)\n"
+        "print((folder / 'built-by').read_text())\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, name, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for name in ("first", "second")
+    ]
+    outputs = [proc.communicate(timeout=60)[0].strip() for proc in procs]
+    assert all(proc.returncode == 0 for proc in procs)
+    assert len(set(outputs)) == 1 and outputs[0] in ("first", "second")  # one build, seen by both
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry", "entry.lock"]  # no temporary left
