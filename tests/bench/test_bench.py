@@ -71,18 +71,19 @@ def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path, postgre
     # without it, a failure under CI=true); each benchmark creates and drops databases of its own.
     docs = REPO / "docs" / "benchmarks.md"
     before = docs.read_text() if docs.exists() else None
-    done = _bench("--quick", "--runs", "1", tmp=tmp_path, dlt_python=_dlt_python())
+    done = _bench("--quick", "--runs", "1", "--warmup", "0", tmp=tmp_path, dlt_python=_dlt_python())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
     document = json.loads((tmp_path / "out" / "benchmarks.json").read_text())
     assert document["quick"] is True
+    assert document["command"] == "python -m bench --quick --runs 1 --warmup 0"
     assert set(document["machine"]) >= {"cpu_count", "cpu_model", "ram_gib"}
     assert set(document["versions"]) >= {"python", "prefect", "polars", "deltalake", "psycopg"}
     records = {r["name"]: r for r in document["benchmarks"]}
     assert list(records) == EXPECTED
     for name, record in records.items():
         assert record["error"] is None, f"{name}: {record['error']}\n{record.get('traceback')}"
-        assert record["runs"] == 1
+        assert record["runs"] == 1 and record["warmup"] == 0
         for side in ("ours_stats", "baseline_stats"):
             stats = record[side]
             assert len(stats["values"]) == 1
