@@ -1,14 +1,20 @@
-"""Prefect's in-process (ephemeral) API, made ready once per process before any run uses it.
+"""Prefect's in-process (ephemeral) API, started once per process and kept up.
 
-Without a Prefect server, every Prefect client enters the ephemeral API's start-up (database
-migrations, block registration) in its own thread, and Prefect gives that start-up a fixed 30 s.
-On a fresh ``PREFECT_HOME`` or a busy machine the first start-up can take longer, and the run then
-fails with a bare ``TimeoutError`` somewhere inside Prefect. Running that start-up once here, with
-a bound of our own and a clear error, leaves only the quick checks for every later client.
+Without a Prefect server, a Prefect client that finds the ephemeral API's start-up (database
+migrations, block registration) not running starts it, with a fixed 30 s limit, and stops it again
+when the last client on that event loop closes. Sequential calls (the notebook client polling a run)
+therefore start it over and over; on a fresh ``PREFECT_HOME`` or a busy machine one start-up takes
+longer than 30 s and the caller gets a bare ``TimeoutError`` or ``CancelledError`` from inside Prefect.
+
+``ensure_local_api`` runs the first start-up with a bound of our own and a clear error, then keeps
+the API's lifespan open on Prefect's event-loop thread (where the client's calls and sync flow runs'
+orchestration happen) until the interpreter exits, so later clients only join it.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import threading
 
@@ -17,7 +23,7 @@ from pipelines.components.errors import PipelinesError
 START_TIMEOUT_ENV = "PIPELINES_LOCAL_API_TIMEOUT"
 DEFAULT_START_TIMEOUT = 300.0
 
-_ready: set[str] = set()
+_held: dict[str, contextlib.AbstractAsyncContextManager] = {}  # database URL -> its open lifespan
 _lock = threading.Lock()
 
 
@@ -55,11 +61,11 @@ def ensure_local_api(timeout: float | None = None) -> None:
         return
     database = str(PREFECT_API_DATABASE_CONNECTION_URL.value())
     with _lock:
-        if database in _ready:
+        if database in _held:
             return
         limit = start_timeout() if timeout is None else timeout
         try:
-            _start_and_stop(limit)
+            _held[database] = _start_and_hold(limit)
         except TimeoutError:
             raise LocalApiError(
                 f"Prefect's in-process API did not start within {limit:g} s (database {database}). The machine "
@@ -72,19 +78,39 @@ def ensure_local_api(timeout: float | None = None) -> None:
                 f"{type(exc).__name__}: {exc}. Check that PREFECT_HOME is writable, or start a server and set "
                 "PREFECT_API_URL."
             ) from exc
-        _ready.add(database)
+        if len(_held) == 1:
+            atexit.register(_release_all)
 
 
-def _start_and_stop(timeout: float) -> None:
-    """Run the ephemeral app's start-up and shut-down hooks on Prefect's own event-loop thread."""
-    from asgi_lifespan import LifespanManager
+def _on_prefect_loop(fn, timeout: float):
+    """Run ``fn()`` on Prefect's event-loop thread with the caller's context (its Prefect settings)."""
     from prefect._internal.concurrency.api import create_call, from_sync
+
+    return from_sync.call_soon_in_loop_thread(create_call(fn)).result(timeout=timeout)
+
+
+def _start_and_hold(timeout: float) -> contextlib.AbstractAsyncContextManager:
+    """Start the ephemeral app (first with our own bound), then hold its lifespan open."""
+    from asgi_lifespan import LifespanManager
+    from prefect.client.base import app_lifespan_context
     from prefect.server.api.server import create_app
 
-    async def cycle() -> None:
-        app = create_app(ephemeral=True)
+    async def start() -> contextlib.AbstractAsyncContextManager:
+        app = create_app(ephemeral=True)  # the app Prefect's clients use for these settings (cached)
+        # Migrations and block registration, bounded by us; they are then done for this database.
         async with LifespanManager(app, startup_timeout=timeout, shutdown_timeout=timeout):
             pass
+        # The lifespan Prefect's own clients share on this thread: held open, they join it at once.
+        held = app_lifespan_context(app)
+        await held.__aenter__()
+        return held
 
-    call = from_sync.call_soon_in_loop_thread(create_call(cycle))
-    call.result(timeout=timeout + 30)
+    return _on_prefect_loop(start, timeout + 30)
+
+
+def _release_all() -> None:
+    """At exit: close the held lifespans, each bounded, never holding up the interpreter."""
+    while _held:
+        _, held = _held.popitem()
+        with contextlib.suppress(Exception):
+            _on_prefect_loop(lambda held=held: held.__aexit__(None, None, None), 10)
