@@ -366,7 +366,9 @@ def ui_url(flow_run_id: Any) -> str:
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
     base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
-    return f"{(base or 'http://127.0.0.1:4200').rstrip('/')}/flow-runs/flow-run/{flow_run_id}"
+    if not base:
+        return f"none: flow run {flow_run_id} ran on Prefect's ephemeral API (no server, no UI)"
+    return f"{base.rstrip('/')}/flow-runs/flow-run/{flow_run_id}"
 
 
 def _load(channel: str, namespace: str):

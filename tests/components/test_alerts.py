@@ -129,7 +129,7 @@ def channels(webhook, smtp, tmp_path, monkeypatch):
     monkeypatch.setenv("PIPELINES_LANDING_URL", str(tmp_path / "landing"))
     landing = Storage(str(tmp_path / "landing"))
     landing.write_atomic("orders/day1.csv", ROWS.encode())
-    landing.write_atomic("items/day1.csv", ROWS.encode())
+    landing.write_atomic("items/day1.csv", (ROWS + "4,not a number\n").encode())  # 1 of 4 quarantined
     return webhook, smtp
 
 
@@ -196,6 +196,15 @@ def test_failed_run_stopped_batch_and_freshness_breach_reach_webhook_and_smtp(
                 assert "'orders' was not promoted" in got[key]
                 assert "expect_table_row_count_to_be_between(min_value=10)" in got[key]
                 assert f"/flow-runs/flow-run/{stopped_id}" in got[key]
+
+            # quarantine rate above the dataset's threshold (10%): the ingest hook -> webhook and email
+            for inbox in (webhook, smtp):
+                got = inbox.wait_for(lambda m: "quarantine rate" in m.get("subject", ""), "quarantine rate")
+                assert got["subject"] == f"[{namespace}] quarantine rate above threshold: items"
+                assert (
+                    "1 of 4 row(s) quarantined (25.0%), above the dataset's quarantine_threshold of 10.0%"
+                    in got["text"]
+                )
 
             # freshness breach: the monitor flow -> webhook and email
             for inbox in (webhook, smtp):
