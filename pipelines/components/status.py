@@ -195,13 +195,23 @@ def _run_record(row: dict[str, Any]) -> RunRecord:
     )
 
 
+def _stop_reason(row: dict[str, Any]) -> str:
+    """One stopping check as a line: the expectation, what was observed, how many rows were unexpected."""
+    parts = [f"{row['expectation']} failed"]
+    if row.get("observed_value") not in (None, "null"):
+        parts.append(f"observed {row['observed_value']}")
+    if row.get("unexpected_count"):
+        parts.append(f"{row['unexpected_count']} row(s) unexpected")
+    return ", ".join(parts)
+
+
 def _stop_record(rows: list[dict[str, Any]]) -> RunRecord:
     return RunRecord(
         run_id=rows[-1]["run_id"],
         workflow=rows[-1].get("workflow") or "",
         result="stopped",
         at=_as_utc(rows[-1].get("validated_at")),
-        reasons=[f"{r['expectation']} failed ({r.get('unexpected_count') or 0} row(s))" for r in rows],
+        reasons=[_stop_reason(r) for r in rows],
     )
 
 

@@ -18,6 +18,7 @@ from pipelines.components import alerts
 from pipelines.components.environment import Settings
 from pipelines.components.registry import COLUMNS, load_registry
 from pipelines.components.resources import Storage
+from pipelines.components.status import status_for_settings
 
 CONTRACT = "columns:\n  order_id: {type: int64, nullable: false}\n  amount: {type: float64}\n"
 STOPS = "expectations:\n  - expect_table_row_count_to_be_between: {min_value: 10}\n"
@@ -167,6 +168,11 @@ def test_failed_run_stopped_batch_and_freshness_breach_reach_webhook_and_smtp(
             stopped = ingest(dataset="orders", return_state=True)
             assert stopped.is_failed()
             stopped_id = str(stopped.state_details.flow_run_id)
+            (orders,) = status_for_settings(
+                settings, ["orders"]
+            )  # status reads the stop from _meta/validations
+            assert (orders.last_run.result, orders.exists) == ("stopped", False)
+            assert orders.last_run.reasons == ["expect_table_row_count_to_be_between failed, observed 3"]
             ingest(dataset="items")
             result = monitor(at=_later(settings, "items", hours=2))
             assert result.stale == ["items"] and result.alerts_sent == {"items": ["webhook", "email"]}
@@ -227,8 +233,6 @@ def test_failed_run_stopped_batch_and_freshness_breach_reach_webhook_and_smtp(
 
 
 def _later(settings, dataset, hours):
-    from pipelines.components.status import status_for_settings
-
     (status,) = status_for_settings(settings, [dataset])
     assert status.freshness_verdict == "fresh"
     return status.last_commit_at + timedelta(hours=hours)
