@@ -139,10 +139,12 @@ def _related(registry: Registry, name: str) -> set[str]:
     return found
 
 
-def _table(header: list[str], rows: list[list[str]], css: str = "") -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+def _table(header: list[str] | None, rows: list[list[str]], css: str = "") -> str:
+    head = (
+        "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in header) + "</tr></thead>" if header else ""
+    )
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f"<table class='{css}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table class='{css}'>{head}<tbody>{body}</tbody></table>"
 
 
 def _verdict(status: DatasetStatus) -> str:
@@ -229,7 +231,7 @@ def _dataset_page(
         "<p><a href='../index.html'>all datasets</a></p>",
         f"<h1 id=dataset>{e(spec.name)}</h1>",
         f"<p class=description>{e(spec.description or spec.contract.description or '')}</p>",
-        _table(["", ""], facts_rows, "facts"),
+        _table(None, facts_rows, "facts"),
         "<h2>Lineage</h2>",
         lineage_svg(registry, _related(registry, spec.name), current=spec.name),
         "<h2>Columns</h2>",
