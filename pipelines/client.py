@@ -500,6 +500,10 @@ class Client:
                 async with get_client() as client:
                     return await fn(client)
 
+        if not self.api_url:
+            from pipelines.components.localapi import ensure_local_api
+
+            ensure_local_api()
         try:
             return _run_in_background_loop(call)
         except Exception as exc:
@@ -707,8 +711,7 @@ class Client:
         with self._lock:
             # Start the in-process API here, in the caller, so a failing start is the caller's error
             # and no run thread exists yet.
-            with self._prefect_settings():
-                ensure_local_api()
+            ensure_local_api()
             if key is not None:
                 key_tag = f"{_KEY_TAG}{key}"
                 earlier = self._find_runs_tagged(flow.name, [*run_tags, key_tag])
