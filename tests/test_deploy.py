@@ -30,10 +30,14 @@ from tests.conftest import require_service
 
 PROJECT = Path(__file__).resolve().parents[1]
 POOL = "deploy-tests"  # this module's own work pool, so its worker runs no other module's flow runs
-# The flows prefect.yaml deploys (flow name == function name, as tests/test_layout.py checks).
+# The flows the module's copy deploys: prefect.yaml's (flow name == function name, as
+# tests/test_layout.py checks) and a probe that reports which code a run executes.
 FLOWS = sorted(
-    entry["entrypoint"].rsplit(":", 1)[1]
-    for entry in yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+    [
+        entry["entrypoint"].rsplit(":", 1)[1]
+        for entry in yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+    ]
+    + ["probe"]
 )
 ARTIFACTS = PROJECT / "test-artifacts"
 GIT = [
@@ -87,8 +91,8 @@ def _git(repo: Path, *args: str) -> str:
 def copy_project(dest: Path, branch: str) -> Path:
     """A one-commit git repository holding the project's files as they are on disk now.
 
-    Its deployments go to this module's work pool; it also holds a probe flow and a flow with a pickled
-    result, which its prefect.yaml does not deploy (tests deploy them from branches of their own).
+    Its deployments go to this module's work pool, and it also deploys a probe flow; it holds a flow with a
+    pickled result too, which its prefect.yaml does not deploy.
     """
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -109,6 +113,8 @@ def copy_project(dest: Path, branch: str) -> Path:
         rules.write_text(rules.read_text().replace("name: pipelines\n", f"name: {POOL}\n", 1))
     (dest / "pipelines" / "cookbooks" / "probe.py").write_text(PROBE.format(marker="deployed"))
     (dest / "pipelines" / "cookbooks" / "pickled.py").write_text(PICKLED)
+    with (dest / "prefect.yaml").open("a") as handle:
+        handle.write('\n  - name: "{{ namespace }}"\n    entrypoint: pipelines.cookbooks.probe:probe\n')
     _git(dest, "init", "-q", "-b", branch)
     _git(dest, "add", "-A")
     _git(dest, "commit", "-q", "-m", "the project as tested")
@@ -180,7 +186,7 @@ def deployed(repo, site, prefect_server) -> dict:
         for key, value in _site_env(site).items():
             patch.setenv(key, value)
         patch.setenv("PREFECT_API_URL", prefect_server.api_url)
-        for branch in reports:
+        for branch in [*reports, "feature/pin", "feature/lost"]:
             teardown(branch)
 
 
@@ -204,6 +210,58 @@ def worker(prefect_server, tmp_path_factory):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def runs(deployed, repo, site, prefect_server, worker) -> dict:
+    """The flow runs the module checks, submitted together so the worker runs them side by side.
+
+    flights on feature/x; a probe on feature/pin, whose branch then gets a newer commit that is not
+    deployed; a probe on feature/lost, whose code snapshot is deleted before it runs.
+    """
+    from prefect.deployments import run_deployment
+
+    commits = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(site)
+        for key, value in _site_env(site).items():
+            patch.setenv(key, value)
+        for branch in ("feature/pin", "feature/lost"):
+            with Branch(repo, branch):
+                (repo / "prefect.yaml").write_text(PROBE_ONLY)
+                commits[branch] = commit_all(repo, "deploy the probe")
+                deploy(branch, prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
+                if branch == "feature/pin":
+                    (repo / "pipelines" / "cookbooks" / "probe.py").write_text(PROBE.format(marker="newer"))
+                    commits["newer"] = commit_all(repo, "a newer commit, not deployed")
+    shutil.rmtree(site / "data" / "research-feature-lost" / "_code" / commits["feature/lost"])
+    submitted = {}
+    with prefect_server.settings():
+        for key, name, parameters in (
+            ("flights", "flights/research-feature-x", {"start": "2013-01-01", "through": "2013-01-02"}),
+            ("pin", "probe/research-feature-pin", {}),
+            ("lost", "probe/research-feature-lost", {}),
+        ):
+            submitted[key] = run_deployment(name, parameters=parameters, timeout=0).id
+    return {"ids": submitted, "commits": commits}
+
+
+def _finished(server, worker, run_id, *, completed: bool = True):
+    """The flow run once it has ended."""
+    deadline = time.monotonic() + 600
+    while True:
+
+        async def read(client):
+            return await client.read_flow_run(run_id)
+
+        flow_run = _api(server, read)
+        if flow_run.state.is_final() or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if completed:
+        log = worker.log.read_text(errors="replace")[-6000:]
+        assert flow_run.state.is_completed(), f"{run_id} ended {flow_run.state!r}; worker log:\n{log}"
+    return flow_run
 
 
 def _api(server, call):
@@ -272,14 +330,13 @@ def _cli(*args: str):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": "200"})
 
 
-def _run(server, worker, name: str, parameters: dict, *, completed: bool = True):
+def _run(server, worker, name: str):
     from prefect.deployments import run_deployment
 
     with server.settings():
-        run = run_deployment(name, parameters=parameters, timeout=600)
-    if completed:
-        log = worker.log.read_text(errors="replace")[-6000:]
-        assert run.state.is_completed(), f"{name} ended {run.state!r}; worker log:\n{log}"
+        run = run_deployment(name, timeout=600)
+    log = worker.log.read_text(errors="replace")[-6000:]
+    assert run.state.is_completed(), f"{name} ended {run.state!r}; worker log:\n{log}"
     return run
 
 
@@ -554,11 +611,9 @@ def test_an_entry_removed_from_prefect_yaml_is_pruned(deployed, repo, prefect_se
 
 
 def test_a_deployed_run_completes_lands_in_its_namespace_and_returns_its_typed_result(
-    deployed, prefect_server, worker, site
+    runs, prefect_server, worker, site
 ):
-    run = _run(
-        prefect_server, worker, "flights/research-feature-x", {"start": "2013-01-01", "through": "2013-01-02"}
-    )
+    run = _finished(prefect_server, worker, runs["ids"]["flights"])
     client_run = _client(prefect_server, "research-feature-x").get_run(run.id)
     result = client_run.result()  # the flow's own pydantic model, rebuilt in this (another) process
     assert (
@@ -579,51 +634,31 @@ def test_a_deployed_run_completes_lands_in_its_namespace_and_returns_its_typed_r
     assert not (site / "data" / "serving" / "cleaned").exists()
 
 
-def test_a_run_executes_the_deployed_commit_not_a_newer_one(deployed, repo, prefect_server, worker, site):
-    with Branch(repo, "feature/pin"):
-        (repo / "prefect.yaml").write_text(PROBE_ONLY)
-        deployed_commit = commit_all(repo, "deploy the probe")
-        deploy("feature/pin", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
-        (repo / "pipelines" / "cookbooks" / "probe.py").write_text(PROBE.format(marker="newer"))
-        newer = commit_all(repo, "a newer commit, not deployed")
-    run = _run(prefect_server, worker, "probe/research-feature-pin", {})
+def test_a_run_executes_the_deployed_commit_not_a_newer_one(runs, prefect_server, worker, site):
+    run = _finished(prefect_server, worker, runs["ids"]["pin"])
     result = _client(prefect_server, "research-feature-pin").get_run(run.id).result()
-    code = site / "data" / "research-feature-pin" / "_code" / deployed_commit
+    code = site / "data" / "research-feature-pin" / "_code" / runs["commits"]["feature/pin"]
     assert result["marker"] == "deployed"
     # the package came from the deployed commit's snapshot, not from an installed or checked-out copy
     assert result["package"] == str(code / "pipelines" / "__init__.py")
     assert result["cwd"] == str(code)
-    assert not (site / "data" / "research-feature-pin" / "_code" / newer).exists()
+    assert not (site / "data" / "research-feature-pin" / "_code" / runs["commits"]["newer"]).exists()
 
 
-def test_a_run_whose_code_cannot_be_fetched_fails_with_the_root_cause(
-    deployed, repo, prefect_server, worker, site
-):
-    with Branch(repo, "feature/lost"):
-        (repo / "prefect.yaml").write_text(PROBE_ONLY)
-        commit = commit_all(repo, "deploy the probe")
-        deploy("feature/lost", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
-    shutil.rmtree(site / "data" / "research-feature-lost" / "_code" / commit)
-    run = _run(prefect_server, worker, "probe/research-feature-lost", {}, completed=False)
-    deadline = time.monotonic() + 60
+def test_a_run_whose_code_cannot_be_fetched_fails_with_the_root_cause(runs, prefect_server, worker, site):
+    run_id = runs["ids"]["lost"]
+    deadline = time.monotonic() + 120
     while True:  # the worker rewrites the state message once the run's process has exited
-
-        async def read(client):
-            return await client.read_flow_run(run.id)
-
-        state = _api(prefect_server, read).state
+        state = _finished(prefect_server, worker, run_id, completed=False).state
         if state.message.startswith("Could not fetch") or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    message = state.message
     assert state.type.value == "FAILED", state
-    assert message.startswith(
+    snapshot = site / "data" / "research-feature-lost" / "_code" / runs["commits"]["feature/lost"]
+    assert state.message.startswith(
         "Could not fetch the deployed code (pull step set_working_directory): FileNotFoundError:"
-    )
-    assert str(site / "data" / "research-feature-lost" / "_code" / commit) in message
-    assert "deploy the namespace again" in message
-    with prefect_server.settings():
-        teardown("feature/lost", purge_data=True)
+    ), state.message
+    assert str(snapshot) in state.message and "deploy the namespace again" in state.message
 
 
 def test_the_worker_command_rejects_both_scopes_and_an_unknown_kind():
@@ -784,7 +819,6 @@ def test_s3_data_root_code_snapshot_and_results(deployed, repo, prefect_server, 
     namespace = "research-feature-s3"
     with Branch(repo, "feature/s3"):
         (repo / "prefect.yaml").write_text(PROBE_ONLY)
-        (repo / "pipelines" / "cookbooks" / "probe.py").write_text(PROBE.format(marker="from-s3"))
         commit = commit_all(repo, "probe on S3")
         report = deploy("feature/s3", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
     assert report.code_url == f"{s3.url}/{namespace}/_code/{commit}"
@@ -806,11 +840,11 @@ def test_s3_data_root_code_snapshot_and_results(deployed, repo, prefect_server, 
     assert f"{namespace}/_code/{commit}/.pipelines-snapshot.json" in keys
     assert f"{namespace}/_code/{commit}/pipelines/cookbooks/probe.py" in keys
 
-    run = _run(prefect_server, worker, f"probe/{namespace}", {})
+    run = _run(prefect_server, worker, f"probe/{namespace}")
     result = (
         _client(prefect_server, namespace).get_run(run.id).result()
     )  # read from S3 with this process's keys
-    assert result["marker"] == "from-s3"
+    assert result["marker"] == "deployed"
     pulled = f"{s3.bucket}/{namespace}/_code/{commit}"
     assert result["package"].endswith(f"{pulled}/pipelines/__init__.py") and result["cwd"].endswith(pulled)
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3.bucket)["Contents"]]
