@@ -380,6 +380,7 @@ def worker_command(
         str, typer.Option("--pool", help="The work pool (deployments/<kind>.yaml).")
     ] = "pipelines",
     limit: Annotated[int | None, typer.Option("--limit", help="At most this many flow runs at once.")] = None,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between asks for scheduled runs.")] = 2.0,
 ) -> None:
     """Start a Prefect worker on the right work queues (serving > e2e > research); runs until stopped."""
     from pipelines.components.environment import Kind, validate_namespace
@@ -390,7 +391,7 @@ def worker_command(
             raise PipelinesError(f"--kind {kind!r}: expected serving, e2e or research.")
         if namespace is not None:
             validate_namespace(namespace, "--namespace")
-        start(pool, namespace=namespace, kind=Kind(kind) if kind else None, limit=limit)
+        start(pool, namespace=namespace, kind=Kind(kind) if kind else None, limit=limit, poll_seconds=poll)
     except PipelinesError as exc:
         _fail(exc)
 

@@ -29,6 +29,7 @@ from pipelines.components.codesnapshot import (
     GitState,
     branch_tip,
     code_key,
+    code_roots,
     export_commit,
     git_state,
     inspect_flows,
@@ -211,7 +212,8 @@ def deploy(
     context = _context(settings, branch, git.commit)
 
     with tempfile.TemporaryDirectory(prefix="pipelines-deploy-") as tmp:
-        tree = export_commit(git.root, git.commit, Path(tmp) / git.commit)
+        roots = code_roots(git.root, git.commit, [e.entrypoint for e in entries])
+        tree = export_commit(git.root, git.commit, Path(tmp) / git.commit, roots)
         key = code_key(git.root, git.commit, ignore=(prefect_path.name, KIND_DIR))
         flows = inspect_flows(tree, [e.entrypoint for e in entries], key=key)
         plan = _plan(settings, kind_settings, entries, flows, context, branch, git.commit, tree)

@@ -29,6 +29,8 @@ from pipelines.components.environment import Kind, kind_of
 from pipelines.components.errors import ConfigError
 
 DEFAULT_POOL = "pipelines"
+# Prefect's workers poll every 10 s by default, so a run waits 5 s on average before it even starts.
+DEFAULT_POLL_SECONDS = 2.0
 _RETRIEVAL_FAILED = "Flow could not be retrieved from"
 _STEP = re.compile(r"Encountered error while running (\S+)")
 _CHAIN = re.compile(
@@ -111,15 +113,21 @@ def start(
     namespace: str | None = None,
     kind: Kind | None = None,
     limit: int | None = None,
+    poll_seconds: float = DEFAULT_POLL_SECONDS,
     run_once: bool = False,
     printer=print,
 ) -> None:
-    """Run a worker until it is stopped (SIGINT/SIGTERM); ``run_once`` polls once and returns."""
+    """Run a worker until it is stopped (SIGINT/SIGTERM); ``run_once`` polls once and returns.
+
+    ``poll_seconds`` is how often it asks for scheduled runs: a run waits for the next poll before it starts.
+    """
     import anyio
 
     if namespace is not None and kind is not None:
         raise ConfigError("Give --namespace or --kind, not both: a worker serves one namespace or one kind.")
-    anyio.run(partial(_serve, pool, namespace, kind, limit, run_once, printer))
+    if poll_seconds <= 0:
+        raise ConfigError(f"The poll interval must be more than 0 seconds, not {poll_seconds:g}.")
+    anyio.run(partial(_serve, pool, namespace, kind, limit, poll_seconds, run_once, printer))
 
 
 def _fixed_queues(namespace: str | None, kind: Kind | None) -> list[str] | None:
@@ -131,10 +139,16 @@ def _fixed_queues(namespace: str | None, kind: Kind | None) -> list[str] | None:
 
 
 async def _serve(
-    pool: str, namespace: str | None, kind: Kind | None, limit: int | None, run_once: bool, printer
+    pool: str,
+    namespace: str | None,
+    kind: Kind | None,
+    limit: int | None,
+    query: float,
+    run_once: bool,
+    printer,
 ) -> None:
     import anyio
-    from prefect.settings import PREFECT_WORKER_HEARTBEAT_SECONDS, PREFECT_WORKER_QUERY_SECONDS
+    from prefect.settings import PREFECT_WORKER_HEARTBEAT_SECONDS
     from prefect.utilities.services import critical_service_loop
     from prefect.workers.process import ProcessWorker
 
@@ -149,7 +163,6 @@ async def _serve(
     ) as worker:
         _wrap(worker, pool, kind if namespace is None else None)
         printer(f"Worker {worker.name!r} started on pool {pool!r}, {scope}.")
-        query = PREFECT_WORKER_QUERY_SECONDS.value()
         async with anyio.create_task_group() as group:
             await worker.sync_with_backend()
             for workload, interval in (

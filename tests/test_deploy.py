@@ -196,7 +196,7 @@ def worker(prefect_server, tmp_path_factory):
     folder = tmp_path_factory.mktemp("worker")
     log = folder / "worker.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "worker", "--pool", POOL],
+        [sys.executable, "-m", "pipelines", "worker", "--pool", POOL, "--poll", "1"],
         cwd=folder,
         env={**prefect_server.env, **S3_CREDENTIALS},
         stdout=open(log, "wb"),  # noqa: SIM115 (the child owns it)

@@ -1,8 +1,9 @@
 """Pin deployed code to a commit: a snapshot of the commit's tree that every run pulls.
 
 Prefect's ``git_clone`` pull step cannot check out a commit SHA (PrefectHQ/prefect#17904), so a
-deploy exports the commit with ``git archive`` and stores the tree under the namespace's data
-root, ``<namespace_url>/_code/<sha>/``. A run's pull step points at that folder (a local one is
+deploy exports the commit with ``git archive`` (only the top-level packages the entrypoints import
+from, so each run pulls little) and stores the tree under the namespace's data root,
+``<namespace_url>/_code/<sha>/``. A run's pull step points at that folder (a local one is
 used in place; an S3 one is copied into the run's working directory), Prefect changes into it,
 and the flow is imported as a module from there, so the run executes exactly the deployed
 commit's ``pipelines`` package, whatever copy the worker has installed.
@@ -97,9 +98,22 @@ def code_key(root: Path, commit: str, ignore: tuple[str, ...]) -> str:
     return "\n".join(kept)
 
 
-def export_commit(root: Path, commit: str, dest: Path) -> Path:
-    """Write the commit's tree (``git archive``) into dest; returns dest."""
-    archive = _git(root, "archive", "--format=tar", commit, binary=True)
+def code_roots(root: Path, commit: str, entrypoints: list[str]) -> list[str]:
+    """The top-level packages (or modules) of the commit that the entrypoints import from.
+
+    A run needs only those: shipping them alone keeps the snapshot, and each run's pull of it, small.
+    """
+    tops = sorted({entrypoint.split(":", 1)[0].split(".", 1)[0] for entrypoint in entrypoints})
+    candidates = [name for top in tops for name in (top, f"{top}.py")]
+    listing = _git(root, "ls-tree", "--name-only", commit, "--", *candidates)
+    if listing.returncode != 0:
+        raise PipelinesError(f"git ls-tree {commit} failed in {root}: {listing.stderr.strip()}")
+    return sorted(set(listing.stdout.split()))
+
+
+def export_commit(root: Path, commit: str, dest: Path, paths: list[str] | None = None) -> Path:
+    """Write the commit's tree (``git archive``), or only ``paths`` of it, into dest; returns dest."""
+    archive = _git(root, "archive", "--format=tar", commit, *(["--", *paths] if paths else []), binary=True)
     if archive.returncode != 0:
         raise PipelinesError(
             f"git archive {commit} failed in {root}: {archive.stderr.decode(errors='replace').strip()}"
