@@ -114,6 +114,24 @@ def run_command(
     except PipelinesError as exc:
         _fail(exc)
     _print_json(to_jsonable(result))
+    _print_where()
+
+
+def _print_where() -> None:
+    """End a run's summary with where its tables and its warehouse are (on stderr: stdout stays JSON)."""
+    import sqlalchemy as sa
+
+    from pipelines.components.resources import schema_for
+
+    settings = get_settings()
+    url = sa.engine.make_url(settings.warehouse_url)
+    schema = f", schema {schema_for(settings.namespace)}" if url.get_backend_name() == "postgresql" else ""
+    err.print(
+        f"namespace {settings.namespace} ({settings.kind.value}): tables under {settings.namespace_url}; "
+        f"warehouse {url.render_as_string(hide_password=True)}{schema}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("submit")
