@@ -3,8 +3,11 @@
 ``deploy`` reads prefect.yaml and deployments/<kind>.yaml, resolves every template, ships a
 snapshot of the deployed commit, and makes the Prefect API hold exactly one deployment
 ``<flow>/<namespace>`` per entry: created when missing, updated when different, left alone when
-identical, and pruned when the entry left prefect.yaml. ``teardown`` removes a namespace's
-deployments and, when asked, its data. See docs/deploying.md.
+identical, and pruned when the entry left prefect.yaml. Before anything changes it refuses a
+commit that is not the tip of its branch, a namespace another branch owns (recorded in a Prefect
+variable per namespace), and default data or warehouse locations for any namespace but ``local``.
+``teardown`` removes what a branch owns and, when asked, the data root and warehouse its
+deployments used. See docs/deploying.md.
 """
 
 from __future__ import annotations
@@ -191,7 +194,9 @@ def deploy(
 
     The namespace comes from ``namespace``, else from ``branch`` (the rules of ``pipelines env``),
     else from the settings of this process. Deploying twice changes nothing; deployments tagged
-    with the namespace that are no longer in prefect.yaml are deleted.
+    with the namespace that are no longer in prefect.yaml are deleted. Raises ``ConfigError``, with
+    nothing changed, when HEAD is not the tip of ``branch``, another branch owns the namespace, or
+    a namespace other than ``local`` has no explicit data and warehouse locations.
     """
     prefect_path = Path(prefect_file).resolve()
     git = git_state(prefect_path.parent)
