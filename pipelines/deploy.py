@@ -822,8 +822,8 @@ async def _ensure_queue(client, pool: str, namespace: str) -> bool:
     return created
 
 
-async def order_queues(client, pool: str) -> list[tuple[str, int]]:
-    """Give the pool's queues priorities serving > e2e > research (1 is served first); returns (queue, priority).
+async def order_queues(client, pool: str) -> None:
+    """Give the pool's queues priorities serving > e2e > research (1 is served first).
 
     Prefect gives a new queue the first free priority, so a research queue created before serving's
     would otherwise outrank it. Queues keep their order within a kind.
@@ -834,7 +834,6 @@ async def order_queues(client, pool: str) -> list[tuple[str, int]]:
         current = {q.id: q.priority for q in await client.read_work_queues(work_pool_name=pool)}
         if current.get(queue.id) != number:
             await client.update_work_queue(queue.id, priority=number)
-    return [(q.name, n) for n, q in enumerate(wanted, start=1)]
 
 
 async def _ensure_result_block(client, block: dict[str, Any]) -> None:

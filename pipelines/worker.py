@@ -184,7 +184,11 @@ async def _serve(
 
 
 def _wrap(worker: Any, pool: str, kind: Kind | None) -> None:
-    """Explain failed pulls after each run; for research, find the research queues on every poll."""
+    """Explain failed pulls after each run; for research, find the research queues on every poll.
+
+    Prefect 2.20's ProcessWorker has no hooks for either, so this wraps two of its methods on this
+    instance (``run`` and ``_get_scheduled_flow_runs``) and sets the queues it polls (``_work_queues``).
+    """
     run = worker.run
 
     async def run_and_explain(flow_run, configuration, task_status=None):

@@ -192,11 +192,15 @@ def deployed(repo, site, prefect_server) -> dict:
 
 @pytest.fixture(scope="module")
 def worker(prefect_server, tmp_path_factory):
-    """One ``pipelines worker`` on this module's pool, on every queue, with S3 credentials."""
+    """One ``pipelines worker --kind research`` on this module's pool, with S3 credentials.
+
+    Every run the module starts is in a research namespace deployed after the worker started, so the
+    runs completing also show that such a worker picks up new branches' queues without a restart.
+    """
     folder = tmp_path_factory.mktemp("worker")
     log = folder / "worker.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "worker", "--pool", POOL, "--poll", "1"],
+        [sys.executable, "-m", "pipelines", "worker", "--kind", "research", "--pool", POOL, "--poll", "1"],
         cwd=folder,
         env={**prefect_server.env, **S3_CREDENTIALS},
         stdout=open(log, "wb"),  # noqa: SIM115 (the child owns it)
