@@ -19,6 +19,7 @@ do about it, into the run's state message.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import Iterable
@@ -98,12 +99,17 @@ async def explain_run(client, flow_run_id) -> str | None:
         or not (state.message or "").startswith(_RETRIEVAL_FAILED)
     ):
         return None
-    logs = await client.read_logs(
-        log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
-    )
-    message = explain_retrieval_failure(state.message, [log.message for log in logs])
-    if message is not None:
-        await client.set_flow_run_state(flow_run_id, state=Failed(message=message), force=True)
+    message = None
+    for attempt in range(5):  # the run's last log lines may reach the API just after its process exits
+        if attempt:
+            await asyncio.sleep(1)
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
+        )
+        message = explain_retrieval_failure(state.message, [log.message for log in logs])
+        if message is not None:
+            await client.set_flow_run_state(flow_run_id, state=Failed(message=message), force=True)
+            break
     return message
 
 
@@ -193,9 +199,14 @@ def _wrap(worker: Any, pool: str, kind: Kind | None) -> None:
 
     async def run_and_explain(flow_run, configuration, task_status=None):
         result = await run(flow_run=flow_run, configuration=configuration, task_status=task_status)
-        message = await explain_run(worker._client, flow_run.id)
-        if message:
-            worker.get_flow_run_logger(flow_run).error(message)
+        logger = worker.get_flow_run_logger(flow_run)
+        try:
+            message = await explain_run(worker._client, flow_run.id)
+        except Exception as exc:  # the run itself is over; only its message stays Prefect's
+            logger.warning("Could not check why flow run %s ended as it did: %r", flow_run.id, exc)
+        else:
+            if message:
+                logger.error(message)
         return result
 
     worker.run = run_and_explain
