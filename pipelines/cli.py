@@ -453,7 +453,8 @@ def status_command(
     if as_json:
         _print_json([s.model_dump(mode="json") for s in statuses])
         return
-    console.print(render_status(statuses))
+    # Piped or captured output keeps whole lines (for grep); a terminal gets its own width.
+    (console if console.is_terminal else Console(width=220)).print(render_status(statuses))
 
 
 @app.command("catalog")

@@ -121,7 +121,7 @@ def test_status_json_reports_the_counts_the_runs_recorded(in_flights_env):
 
 
 def test_status_of_one_dataset_as_a_table(in_flights_env):
-    out = CliRunner().invoke(app, ["status", "flights"], env={"COLUMNS": "250"})
+    out = CliRunner().invoke(app, ["status", "flights"])
     assert out.exit_code == 0, out.output
     assert "flights" in out.output and "fresh (1d)" in out.output
     assert "airlines" not in out.output
