@@ -258,7 +258,9 @@ def deploy(
         uploaded_code=uploaded,
         warnings=plan.warnings,
     )
-    configure_alerts(settings, url)  # alert blocks and notification policies (docs/observability.md)
+    report.warnings += configure_alerts(
+        settings, url
+    ).warnings  # alert blocks, policies (docs/observability.md)
     previous = _run(lambda: _apply(plan, report, url))
     try:
         plan.code_store.prune(keep={git.commit, *previous})

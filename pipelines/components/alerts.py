@@ -234,6 +234,7 @@ class AlertSetup(BaseModel):
     policies: int = 0
     removed_blocks: list[str] = []
     removed_policies: int = 0
+    warnings: list[str] = []
 
 
 def _run(factory):
@@ -277,6 +278,12 @@ async def _apply(wanted: AlertSettings, blocks: dict[str, Any]) -> AlertSetup:
     from prefect.exceptions import ObjectNotFound
 
     setup = AlertSetup(namespace=wanted.namespace, enabled=wanted.enabled, why=wanted.why)
+    if wanted.enabled and not blocks:
+        setup.warnings.append(
+            f"Alerts are on for namespace {wanted.namespace} ({wanted.why}) but no channel is configured, so "
+            "nothing will be sent: set PIPELINES_ALERT_WEBHOOK, PIPELINES_ALERT_SLACK or PIPELINES_ALERT_EMAIL_TO "
+            "where deploy runs (docs/observability.md), or PIPELINES_ALERTS=off to silence this."
+        )
     tag = f"namespace:{wanted.namespace}"
     async with get_client() as client:
         existing: dict[str, Any] = {}

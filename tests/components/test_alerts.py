@@ -154,6 +154,7 @@ def test_failed_run_stopped_batch_and_freshness_breach_reach_webhook_and_smtp(
         setup = alerts.configure_alerts(settings, prefect_server.api_url)
         try:
             assert setup.enabled and setup.policies == 1
+            assert setup.warnings == []
             assert sorted(setup.blocks) == [
                 f"pipelines-alerts-{namespace}-email",
                 f"pipelines-alerts-{namespace}-webhook",
@@ -227,9 +228,18 @@ def test_failed_run_stopped_batch_and_freshness_breach_reach_webhook_and_smtp(
         setup = alerts.configure_alerts(research, prefect_server.api_url)
         assert (setup.enabled, setup.blocks, setup.policies) == (False, [], 0)
         assert "research namespaces do not alert" in setup.why
+        assert setup.warnings == []
         assert ingest(dataset="no_such_dataset", return_state=True).is_failed()
         assert ingest(dataset="orders", return_state=True).is_failed()
     assert (len(webhook.items), len(smtp.items)) == before
+
+    # alerts on (e2e) but no channel configured: deploy says so instead of staying silent
+    for key in ("PIPELINES_ALERT_WEBHOOK", "PIPELINES_ALERT_EMAIL_TO"):
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("PIPELINES_NAMESPACE", f"e2e-quiet-{uuid.uuid4().hex[:6]}")
+    quiet = alerts.configure_alerts(Settings.resolve(), prefect_server.api_url)
+    assert (quiet.enabled, quiet.blocks, quiet.policies) == (True, [], 0)
+    assert "but no channel is configured, so nothing will be sent" in quiet.warnings[0]
 
 
 def _later(settings, dataset, hours):
