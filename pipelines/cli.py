@@ -136,7 +136,7 @@ def env_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show the namespace, its kind, every setting and where it came from (secrets masked)."""
-    from pipelines.components.secrets import MASK, find_secret
+    from pipelines.components.secrets import MASK, find_secret, mask_credentials
 
     with _user_errors():
         settings = get_settings()
@@ -144,9 +144,7 @@ def env_command(
     for info in settings.describe():
         value = info.value
         if info.name == "warehouse_url" and value:
-            import sqlalchemy as sa
-
-            value = sa.engine.make_url(value).render_as_string(hide_password=True)
+            value = mask_credentials(value)
         rows.append({"setting": info.name, "value": value, "origin": info.origin})
     for name in KNOWN_SECRETS:
         found = find_secret(name, use_blocks=settings.prefect_api_url is not None)
