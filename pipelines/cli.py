@@ -213,13 +213,20 @@ def submit_command(
     namespace: Annotated[
         str | None, typer.Option("--namespace", help="Namespace (default: resolved like `pipelines env`).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow submitting into serving from another namespace.")
+    ] = False,
 ) -> None:
     """Submit a run: to the namespace's deployment on a Prefect server, or in this process without one."""
+    from pipelines.components.discovery import find
+
+    with _user_errors():
+        find(name)
     from pipelines.client import Client
     from pipelines.components.parameters import parse_pairs
 
     with _user_errors():
-        client = Client(namespace=namespace)
+        client = Client(namespace=namespace, force=force)
         workflow = client.workflow(name)
         run = client.submit(
             name, idempotency_key=idempotency_key, **parse_pairs(param or [], workflow.schema)

@@ -1,6 +1,7 @@
 """User mistakes get one `error:` block (what, where, the fix) and exit 1, never a traceback."""
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -126,3 +127,22 @@ def test_debug_shows_the_traceback(orders, console):
     assert result.exit_code == 1
     assert "Traceback (most recent call last)" in result.stderr and "SchemaFrozenError" in result.stderr
     assert result.stderr.count("error: Dataset 'orders' has schema_policy=freeze") == 1
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_submitting_into_serving_from_another_namespace_needs_force(orders, console, monkeypatch, tmp_path):
+    orders()
+    args = ["submit", "ingest", "--namespace", "serving", "-p", "dataset=orders"]
+    _one_error_block(
+        runner.invoke(app, args),
+        console,
+        "Refusing to submit ingest into the serving namespace from namespace 'test'",
+        "submit again with --force",
+    )
+    assert not (tmp_path / "data" / "serving").exists()  # nothing ran
+    result = runner.invoke(app, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout[result.stdout.index("{") :])["namespace"] == "serving"
+    monkeypatch.setenv("PIPELINES_NAMESPACE", "serving")  # serving's own context needs no --force
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
