@@ -276,7 +276,7 @@ def parse_raw(
         data, problem = to_utf8(data, sniffed, source)
         if problem:
             return _whole_file_rejected(source, "encoding", problem)
-    if not data.strip():
+    if not data[:256].strip() and not data.strip():  # the whole strip (a copy) only when it can be blank
         return Parsed(frame=pl.DataFrame(), rows_in=0)
     try:
         parsed = _parse(data, fmt, contract, source)
@@ -289,7 +289,11 @@ def parse_raw(
     if frame.width:
         frame = frame.with_columns(
             pl.lit(source).alias(SOURCE_FILE),
-            (pl.col(SOURCE_LINE).cast(pl.Int64) + line_offset).alias(SOURCE_LINE),
+            (
+                pl.col(SOURCE_LINE).cast(pl.Int64) + line_offset
+                if line_offset
+                else pl.col(SOURCE_LINE).cast(pl.Int64)
+            ).alias(SOURCE_LINE),
             (pl.lit(seq_base, pl.Int64) + pl.col(SOURCE_LINE).cast(pl.Int64)).alias(SEQ),
         )
     parsed.frame = frame
@@ -395,15 +399,14 @@ def _split_fields(body: str, separator: str, quote: str | None) -> list[str]:
     """One record's fields; quoted fields unescaped ("a""b" -> a"b). Raises csv.Error."""
     if not quote or quote not in body:
         return body.split(separator)
-    rows = list(csv.reader(io.StringIO(body, newline=""), delimiter=separator, quotechar=quote, strict=True))
-    if len(rows) != 1:
-        raise csv.Error(f"the text holds {len(rows)} records, not one")
-    return rows[0]
+    # One text item: a line end inside quotes stays in the field; one outside them is a csv.Error.
+    return next(csv.reader([body], delimiter=separator, quotechar=quote, strict=True))
 
 
 def _header_cells(data: bytes, separator: str, quote: str | None) -> list[str] | None:
     """The first line's cells unescaped like data cells, when the header is quoted (else None)."""
-    first = data.split(b"\n", 1)[0].rstrip(b"\r")
+    end = data.find(b"\n")
+    first = (data if end < 0 else data[:end]).rstrip(b"\r")
     if not quote or quote.encode() not in first:
         return None
     try:
@@ -561,7 +564,8 @@ def _parse_csv_scanned(data: bytes, separator: str, quote: str | None, source: s
         pos, line = match.end(), line + span
     if header is None:
         return Parsed(frame=pl.DataFrame(), lines=total_lines, blank_lines=blank)
-    frame = pl.DataFrame(rows, schema=dict.fromkeys(header, pl.String), orient="row")
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
+    frame = pl.DataFrame(dict(zip(header, columns, strict=True)), schema=dict.fromkeys(header, pl.String))
     frame = frame.with_columns(pl.Series(SOURCE_LINE, row_lines, dtype=pl.Int64))
     return Parsed(
         frame=frame,
