@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import json
+import random
 
 import polars as pl
 import pytest
@@ -189,3 +190,40 @@ def test_a_chunk_uses_the_file_sniff_and_shifts_its_line_numbers():
     assert parsed.frame.get_column(cleaning.SOURCE_LINE).to_list() == [4]
     broken = _parse(b'id,v\r"3,c\r', sniffed=sniffed, line_offset=2)
     assert broken.rejects.select("source_line", "record").rows() == [(4, '"3,c')]
+
+
+@pytest.mark.parametrize(("separator", "quote"), [(",", '"'), (";", "'"), ("\t", None)])
+def test_random_malformed_csv_accounts_for_every_physical_line(separator, quote):
+    rng = random.Random(19)
+    contract = Contract(columns=CONTRACT.columns, source={"delimiter": separator, "quote": quote})
+    pieces = [
+        "a",
+        "b c",
+        '"q"',
+        '"x,y"',
+        '"multi\nline"',
+        '"',
+        'in"side',
+        '""',
+        "",
+        "\x00",
+        "'",
+        "'s;t'",
+        "t\tu",
+    ]
+    for _ in range(200):
+        lines = [separator.join(["id", "v", "w"])]
+        for _ in range(rng.randint(0, 12)):
+            lines.append(separator.join(rng.choice(pieces) for _ in range(rng.choice([1, 2, 3, 3, 3, 4]))))
+        text = "\n".join(lines) + rng.choice(["", "\n", "\n\n"])
+        parsed = _parse(text.encode(), contract=contract)
+        line_rejects = parsed.rejects.filter(pl.col("source_line") > 0)
+        assert parsed.rows_in == parsed.frame.height + line_rejects.height
+        if parsed.rejects.filter(pl.col("source_line") == 0).height:  # the header itself was broken
+            continue
+        values = parsed.frame.select(pl.exclude(cleaning.LINEAGE, cleaning.SOURCE_LINE)).rows()
+        spans = sum(1 + sum((v or "").count("\n") for v in row) for row in values)
+        spans += sum(1 + record.count("\n") for record in line_rejects.get_column("record"))
+        assert parsed.lines == 1 + spans + parsed.blank_lines, text
+        numbers = [*parsed.frame.get_column(cleaning.SOURCE_LINE), *line_rejects.get_column("source_line")]
+        assert len(set(numbers)) == len(numbers) and all(2 <= n <= parsed.lines for n in numbers), text
