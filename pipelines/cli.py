@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import logging
 import sys
@@ -17,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.components.environment import get_settings
-from pipelines.components.errors import PipelinesError
+from pipelines.components.errors import PipelinesError, unknown_name
 
 warnings.filterwarnings("ignore", message=".*expression-based index.*")
 
@@ -112,10 +113,6 @@ def _check_dataset(dataset: str) -> None:
     Only the names are read (contracts are parsed, and GX imported, by the workflow itself); a
     registry that cannot be read is left for the workflow to report in full.
     """
-    import csv
-
-    from pipelines.components.errors import unknown_name
-
     try:
         path = get_settings().registry_path
         with open(path, newline="", encoding="utf-8") as handle:
