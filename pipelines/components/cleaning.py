@@ -432,12 +432,26 @@ def _unique_names(cells: list[str]) -> list[str]:
 def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
     """Fast path: polars, accepted only when it gives one row per physical line after the header.
 
-    Anything else (a quoted field spanning lines, a stray quote, a short or blank line, a NUL byte,
-    a polars error or panic) is read by :func:`_parse_csv_scanned`, which accounts for every line.
+    Otherwise a file whose only problem is a few lines with a broken quote is read by polars with
+    those lines taken out (:func:`_parse_csv_repaired`); anything else (a quoted field spanning
+    lines, a short or blank line, a NUL byte, a polars error or panic) by :func:`_parse_csv_scanned`.
+    Both account for every line.
     """
     separator, quote = _csv_options(contract)
     if b"\x00" in data:
         return _parse_csv_scanned(data, separator, quote, source)
+    frame, error = _polars_rows(data, separator, quote)
+    if error and ("utf-8" in error.lower() or "utf8" in error.lower()):
+        _, problem = decode_text(data, "utf8", source)
+        return _whole_file_rejected(source, "encoding", problem or f"{source}: {error}")
+    if frame is not None:
+        return Parsed(frame=frame, rows_in=frame.height, lines=_physical_lines(data))
+    repaired = _parse_csv_repaired(data, separator, quote, source)
+    return repaired if repaired is not None else _parse_csv_scanned(data, separator, quote, source)
+
+
+def _polars_rows(data: bytes, separator: str, quote: str | None) -> tuple[pl.DataFrame | None, str | None]:
+    """(rows, None) when polars reads one row per physical line after the header, else (None, its error)."""
     try:
         frame = pl.read_csv(
             data,
@@ -448,20 +462,98 @@ def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
             row_index_offset=2,
             raise_if_empty=False,
         )
-    except pl.exceptions.ComputeError as exc:
-        if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
-            _, problem = decode_text(data, "utf8", source)
-            return _whole_file_rejected(source, "encoding", problem or f"{source}: {exc}")
-        return _parse_csv_scanned(data, separator, quote, source)
-    except (Exception, pl.exceptions.PanicException):
-        return _parse_csv_scanned(data, separator, quote, source)
-    lines = _physical_lines(data)
-    if frame.height != lines - 1 or (frame.width > 1 and frame.get_column(frame.columns[-1]).null_count()):
-        return _parse_csv_scanned(data, separator, quote, source)
+    except (Exception, pl.exceptions.PanicException) as exc:
+        return None, str(exc)
+    if frame.height != _physical_lines(data) - 1:
+        return None, None
+    if frame.width > 1 and frame.get_column(frame.columns[-1]).null_count():  # maybe a short line
+        return None, None
     cells = _header_cells(data, separator, quote)
     if cells is not None and len(cells) == frame.width - 1:
         frame.columns = [SOURCE_LINE, *_unique_names(cells)]
-    return Parsed(frame=frame, rows_in=frame.height, lines=lines)
+    return frame, None
+
+
+def _broken_quote_reason(line: int, width: int) -> str:
+    return (
+        f"line {line}: a quote opens a field that does not close on this line and the record it would start "
+        f"is not {width} fields; this line was quarantined and the lines after it were read on their own. "
+        "Fix the quoting in the source."
+    )
+
+
+def _parse_csv_repaired(data: bytes, separator: str, quote: str | None, source: str) -> Parsed | None:
+    """Take out the lines whose quote never closes (and blank lines), and let polars read the rest.
+
+    A light scan matches each record with the scanner's pattern; fields are split only for a record
+    that spans lines. Returns None, for :func:`_parse_csv_scanned` to read the file, when there is
+    nothing to take out, or anything else: a multi-line record that is whole, an odd header, or rows
+    polars still cannot vouch for.
+    """
+    if not quote or not (separator.isascii() and quote.isascii()):
+        return None
+    pattern = re.compile(_record_pattern(separator, quote).pattern.encode())
+    size, pos, line = len(data), 0, 1
+    width: int | None = None
+    removed: list[tuple[int, int, int]] = []  # (line, start, end) of each line taken out
+    rejects: list[dict] = []
+    blank = 0
+    while pos < size:
+        newline = data.find(b"\n", pos)
+        line_end = size if newline < 0 else newline + 1
+        match = pattern.match(data, pos)
+        end = match.end() if match is not None else -1
+        if match is not None and end <= line_end:  # a one-line record
+            body = data[pos:end].rstrip(b"\r\n")
+            if width is None:
+                try:
+                    width = (
+                        len(_split_fields(body.decode("utf-8"), separator, quote)) if body.strip() else None
+                    )
+                except (csv.Error, UnicodeDecodeError):
+                    return None
+                if width is None:
+                    return None
+            elif not body.strip():
+                blank += 1
+                removed.append((line, pos, end))
+            pos, line = end, line + 1
+            continue
+        if width is None:
+            return None
+        if match is not None:  # spans lines: whole (then the scanner reads it) or a broken quote
+            try:
+                text = data[pos:end].decode("utf-8").replace("\r\n", "\n").removesuffix("\n")
+                if len(_split_fields(text, separator, quote)) == width:
+                    return None
+            except (csv.Error, UnicodeDecodeError):
+                pass
+        record = data[pos:line_end].rstrip(b"\r\n").decode("utf-8", errors="replace")
+        rejects.append(
+            _reject(source, line, "malformed_line", _broken_quote_reason(line, width), record=record)
+        )
+        removed.append((line, pos, line_end))
+        pos, line = line_end, line + 1
+    if not rejects:
+        return None
+    parts, start = [], 0
+    for _, begin, finish in removed:
+        parts.append(data[start:begin])
+        start = finish
+    parts.append(data[start:])
+    frame, _ = _polars_rows(b"".join(parts), separator, quote)
+    total = _physical_lines(data)
+    numbers = pl.int_range(2, total + 1, eager=True, dtype=pl.Int64)
+    numbers = numbers.filter(~numbers.is_in([n for n, _, _ in removed]))
+    if frame is None or frame.height != numbers.len():
+        return None
+    return Parsed(
+        frame=frame.with_columns(numbers.alias(SOURCE_LINE)),
+        rejects=_rejects_frame(rejects),
+        rows_in=frame.height + len(rejects),
+        lines=total,
+        blank_lines=blank,
+    )
 
 
 def _record_pattern(separator: str, quote: str | None) -> re.Pattern:
@@ -531,15 +623,7 @@ def _parse_csv_scanned(data: bytes, separator: str, quote: str | None, source: s
             continue
         if fields is None or (span > 1 and len(fields) != width):
             rejects.append(
-                _reject(
-                    source,
-                    line,
-                    "malformed_line",
-                    f"line {line}: a quote opens a field that does not close on this line and the record it "
-                    f"would start is not {width} fields; this line was quarantined and the lines after it "
-                    "were read on their own. Fix the quoting in the source.",
-                    record=first_line,
-                )
+                _reject(source, line, "malformed_line", _broken_quote_reason(line, width), record=first_line)
             )
             pos, line = first_end + 1, line + 1
             continue
