@@ -37,3 +37,17 @@ def test_a_malformed_warehouse_url_does_not_leak_its_password(monkeypatch, capfd
     text = stored_text = asyncio.run(stored())
     assert "analyst:***@db.internal" in stored_text
     assert PASSWORD not in text + capfd.readouterr().err
+
+
+def test_the_cli_shows_a_malformed_url_masked_in_one_error_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    monkeypatch.setenv("PIPELINES_WAREHOUSE_URL", f"postgresql//analyst:{PASSWORD}@db.internal/warehouse")
+    result = CliRunner().invoke(app, ["env"])
+    assert result.exit_code == 1 and PASSWORD not in result.output
+    assert result.stderr.startswith(
+        "error: Invalid warehouse URL 'postgresql//analyst:***@db.internal/warehouse' (from environment "
+        "PIPELINES_WAREHOUSE_URL)"
+    )
