@@ -1,5 +1,7 @@
 """Share against real SQLite and PostgreSQL: a target changed behind our back, a dropped connection, float32."""
 
+import time
+
 import polars as pl
 import psycopg
 import pytest
@@ -56,6 +58,12 @@ def test_a_connection_killed_mid_load_is_retried_and_loads_exactly_once(env_pg, 
                 pid = self.raw.info.backend_pid
                 with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as admin:
                     admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+                    for _ in range(500):  # until the server has really dropped it (bounded)
+                        if not admin.execute(
+                            "SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]
+                        ).fetchone():
+                            break
+                        time.sleep(0.01)
                 killed.append(pid)
 
         return copy(self, target, columns, frames_then_kill(), exprs)
