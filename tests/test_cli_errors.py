@@ -24,6 +24,7 @@ main()
 """
 
 
+@pytest.mark.local  # a subprocess: not unit-fast
 def test_an_unknown_dataset_is_answered_before_prefect_or_gx_is_imported(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", WRAPPER, "ingest", "flihgts"],
