@@ -189,9 +189,17 @@ def run_command(
         flow = entry.load()
         check_params(flow, params)
     with _user_errors():
+        _start_local_api()
         result = flow(**params)
     _print_json(to_jsonable(result))
     _print_where()
+
+
+def _start_local_api() -> None:
+    """Without a Prefect server, start Prefect's in-process API once, bounded, with a clear error if it cannot."""
+    from pipelines.components.localapi import ensure_local_api
+
+    ensure_local_api()
 
 
 def _print_where() -> None:
@@ -314,6 +322,7 @@ def ingest_command(
 
     with _user_errors():
         try:
+            _start_local_api()
             result = ingest(dataset=dataset, full_refresh=full_refresh)
         except ValidationFailedError as exc:
             if exc.result is not None:
@@ -337,6 +346,7 @@ def validate_command(
 
     with _user_errors():
         try:
+            _start_local_api()
             result = validate(dataset=dataset, partition=partition)
         except ValidationFailedError as exc:
             if exc.result is not None:
@@ -358,6 +368,7 @@ def aggregate_command(
     from pipelines.workflows.aggregate import aggregate
 
     with _user_errors():
+        _start_local_api()
         result = aggregate(dataset=dataset, full_refresh=full_refresh)
     _print_json(to_jsonable(result))
 
@@ -375,6 +386,7 @@ def cleanup_command(
     from pipelines.workflows.cleanup import cleanup
 
     with _user_errors():
+        _start_local_api()
         result = cleanup(dataset=dataset, dry_run=dry_run)
     _print_json(to_jsonable(result))
 
@@ -505,6 +517,7 @@ def share_command(
     from pipelines.workflows.share import share
 
     with _user_errors():
+        _start_local_api()
         result = share(dataset=dataset, mode=mode, full_refresh=full_refresh)
     _print_json(to_jsonable(result))
 
