@@ -25,6 +25,7 @@ event-loop thread (Prefect's own) and the caller just blocks until it is done.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import json
@@ -78,6 +79,7 @@ NAMESPACE_TAG = "namespace:"
 _KEY_TAG = "idempotency-key:"
 _SUBMISSION_TAG = "client-submission:"
 _START_TIMEOUT = 120.0
+_LOOP_REPLACED_RETRIES = 3  # reads cancelled by Prefect replacing its loop thread at the end of a run
 WORKER_HINT_SECONDS = 30.0  # a run still Scheduled this long after its start time gets a hint about workers
 
 
@@ -519,16 +521,34 @@ class Client:
                 async with get_client() as client:
                     return await fn(client)
 
-        if not self.api_url:
-            from pipelines.components.localapi import ensure_local_api
+        if self.api_url:
+            try:
+                return _run_in_background_loop(call)
+            except Exception as exc:
+                if _is_connection_error(exc):
+                    raise self._unreachable(exc) from None
+                raise
+        return self._call_in_process(call)
 
+    @staticmethod
+    def _call_in_process(call: Callable[[], Awaitable[T]]) -> T:
+        """In-process calls only read. When an in-process run ends, Prefect replaces its event-loop thread
+        and cancels what was running there, a read of ours included: that read is made again on the new
+        thread (a cancellation on a thread that is still current is the caller's and is raised)."""
+        from prefect._internal.concurrency.threads import get_global_loop
+
+        from pipelines.components.localapi import ensure_local_api
+
+        for attempt in range(_LOOP_REPLACED_RETRIES + 1):
             ensure_local_api()
-        try:
-            return _run_in_background_loop(call)
-        except Exception as exc:
-            if self.api_url and _is_connection_error(exc):
-                raise self._unreachable(exc) from None
-            raise
+            loop_thread = get_global_loop().thread
+            try:
+                return _run_in_background_loop(call)
+            except (asyncio.CancelledError, concurrent.futures.CancelledError):
+                replaced = not loop_thread.is_alive() or get_global_loop().thread is not loop_thread
+                if not replaced or attempt == _LOOP_REPLACED_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     def _check_server(self) -> None:
         async def health(client):

@@ -20,7 +20,7 @@ from pipelines.components.errors import PipelinesError, did_you_mean
 _MISSING = object()
 
 
-class ParameterError(PipelinesError):
+class ParameterError(PipelinesError, ValueError):
     """Parameters that do not match the flow's signature; nothing was run or sent."""
 
 

@@ -213,3 +213,30 @@ def test_a_result_that_cannot_be_read_says_which_storage_must_be_readable():
     assert (
         "this process must be able to read (the PREFECT_LOCAL_STORAGE_PATH folder the run wrote to" in message
     )
+
+
+def test_a_read_cancelled_by_prefect_replacing_its_loop_thread_is_made_again():
+    """When an in-process run ends, Prefect shuts its event-loop thread down (cancelling whatever runs
+    there) and starts another: a client read caught in that moment is repeated, not raised."""
+    import threading
+
+    from prefect._internal.concurrency.threads import get_global_loop, wait_for_global_loop_exit
+
+    client = Client()
+    calls: list[int] = []
+    first_started = threading.Event()
+
+    async def slow_read(prefect_client):
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            first_started.set()
+            await asyncio.sleep(30)  # cancelled by the shutdown below
+        return await prefect_client.api_healthcheck()
+
+    old_thread = get_global_loop().thread
+    shutter = threading.Thread(target=lambda: (first_started.wait(30), wait_for_global_loop_exit(30)))
+    shutter.start()
+    assert client._call(slow_read) is None  # healthy
+    shutter.join(30)
+    assert len(calls) == 2 and calls[0] == old_thread.ident
+    assert get_global_loop().thread is not old_thread
