@@ -9,12 +9,10 @@ Deleted files stay reachable by Delta time travel until the table is vacuumed.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 
 import polars as pl
-from deltalake import CommitProperties
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
@@ -24,15 +22,15 @@ from pipelines.components.errors import PipelinesError
 from pipelines.components.partitions import (
     AGGREGATED,
     PARTITION,
-    sql_in,
     state_at,
     sync_status,
     table_partitions,
 )
 from pipelines.components.registry import load_registry
-from pipelines.components.resources import STATE_KEY, Lake, Storage
+from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.lake import Lake
 
 
 class CleanupResult(BaseModel):
@@ -105,11 +103,7 @@ def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
                 "marked_stale": [],
                 "removed_partitions": sorted(stale),
             }
-            table.delete(
-                sql_in(PARTITION, stale),
-                commit_properties=CommitProperties(custom_metadata={STATE_KEY: json.dumps(new_state)}),
-            )
-            committed = lake.table(AGGREGATED, dataset)
+            committed = lake.delete_partitions(AGGREGATED, dataset, stale, state=new_state, base=table)
             sync_status(
                 lake,
                 dataset,
