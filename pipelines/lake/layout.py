@@ -1,7 +1,7 @@
 """Where things live in a namespace's data root, and the columns the lake adds: each defined once.
 
 ```
-<namespace>/raw/<dataset>/ingest_date=YYYY-MM-DD/<run_id>-<content_hash>.<ext>
+<namespace>/raw/<dataset>/ingest_date=YYYY-MM-DD/<run_id>-<arrival>-<content_hash>.<ext>
 <namespace>/raw/<dataset>/_landed.json      landing manifest (source identity -> raw file)
 <namespace>/cleaned/<dataset>/              Delta
 <namespace>/quarantine/<dataset>/           Delta
@@ -41,13 +41,17 @@ def raw_glob(dataset: str) -> str:
     return f"{RAW}/{dataset}/ingest_date=*/*"
 
 
-def raw_name(dataset: str, day: str, run_id: str, digest: str, ext: str) -> str:
-    """The raw path of content landed on ``day`` by ``run_id``: its name carries the content hash."""
-    return f"{RAW}/{dataset}/ingest_date={day}/{run_id}-{digest}.{ext}"
+def raw_name(dataset: str, day: str, run_id: str, arrival: int, digest: str, ext: str) -> str:
+    """The raw path of content landed on ``day`` by ``run_id`` as its ``arrival``-th new file.
+
+    Raw paths sort in arrival order (day, run id, arrival), which is the order rows are ingested
+    in and the tie-break of last-wins deduplication, also when a run resumes another's files.
+    """
+    return f"{RAW}/{dataset}/ingest_date={day}/{run_id}-{arrival:06d}-{digest}.{ext}"
 
 
 def raw_hash(rel: str) -> str | None:
-    """The content hash in a raw file name <run_id>-<hash>.<ext>, or None for another name."""
+    """The content hash in a raw file name <run_id>[-<arrival>]-<hash>.<ext>, or None for another name."""
     stem = rel.rsplit("/", 1)[-1].split(".", 1)[0]
     return stem.rsplit("-", 1)[1] if "-" in stem else None
 

@@ -3,7 +3,7 @@
 A landed source file is recognised on later runs by its identity (location, size, modification
 time or ETag) in the dataset's manifest (``raw/<dataset>/_landed.json``), without reading it again.
 A new or changed file is read once: the bytes are hashed while they are copied to a staging file
-under ``_tmp/``, which is then moved into ``raw/`` under ``<run_id>-<hash>.<ext>`` (or dropped when
+under ``_tmp/``, which is then moved into ``raw/`` under ``<run_id>-<arrival>-<hash>.<ext>`` (or dropped when
 that content is already there under another name). A run killed mid-copy leaves nothing in raw;
 its staging file is swept by the next run once it is an hour old.
 """
@@ -146,7 +146,7 @@ class RawZone:
             self._publish(staged, None)
             self.landed.skipped += 1
         else:
-            known = raw_name(self.dataset, self.day, self.run_id, digest, extension(name))
+            known = raw_name(self.dataset, self.day, self.run_id, len(self.landed.written), digest, extension(name))
             self._publish(staged, known)
             self.landed.index[digest] = known
             self.landed.written.append(known)

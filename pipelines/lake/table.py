@@ -134,6 +134,7 @@ class Lake:
     def _commit(self, zone: str, name: str, base, state: dict | None, write: Callable[[Any, Any], None]):
         """Run one write; with state it must land right after ``base`` (None: the table must not exist)."""
         uri = self.write_uri(zone, name)
+        planned = base.version() if base is not None else None  # writes move ``base`` to the new version
         if state is None:
             return self._retrying(
                 zone, name, lambda: write(self.table(zone, name) or uri, self._properties(None, False))
@@ -143,12 +144,31 @@ class Lake:
         except _commit_failed() as exc:
             if not _is_conflict(exc) and not (base is None and self.exists(zone, name)):
                 raise
-            planned = f"version {base.version()}" if base is not None else "no table"
+            read = f"version {planned}" if base is not None else "no table"
             raise CommitConflict(
-                f"Another run committed to {zone}/{name} after this run read it ({planned}); "
+                f"Another run committed to {zone}/{name} after this run read it ({read}); "
                 "this run's commit was not made and it re-plans from the new version."
             ) from None
-        return self.table(zone, name)
+        committed = self.table(zone, name)
+        if base is not None and committed.version() == planned:
+            # The operation changed nothing (e.g. a merge whose rows are all older than the table's),
+            # and delta-rs then makes no commit: the state is committed on its own, still pinned.
+            pinned = self.table(zone, name, version=planned)
+            try:
+                pinned.create_write_transaction(
+                    [],
+                    mode="append",
+                    schema=pinned.schema(),
+                    partition_by=pinned.metadata().partition_columns or None,
+                    commit_properties=self._properties(state, True),
+                )
+            except _commit_failed() as exc:
+                raise CommitConflict(
+                    f"Another run committed to {zone}/{name} after this run read it (version {planned}); "
+                    "this run's commit was not made and it re-plans from the new version."
+                ) from None
+            committed = self.table(zone, name)
+        return committed
 
     def _retrying(self, zone: str, name: str, attempt: Callable[[], T]) -> T:
         for number in range(1, _ATTEMPTS + 1):

@@ -239,9 +239,7 @@ def _pending(
         if full_refresh
         else [r for d, r in landed.index.items() if d not in committed]
     )
-    written = set(landed.written)
-    # Files from earlier, interrupted runs first; this run's files in the order they landed.
-    ordered = sorted(p for p in rels if p not in written) + [p for p in landed.written if p in set(rels)]
+    ordered = sorted(rels)  # arrival order: see layout.raw_name
     out = []
     for number, rel in enumerate(ordered):
         resume = partial.get(rel) or {}

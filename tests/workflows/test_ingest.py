@@ -7,7 +7,6 @@ import polars as pl
 import pytest
 
 from pipelines.components.resources import Lake, Storage
-from pipelines.workflows import ingest as ingest_module
 from pipelines.workflows.ingest import SchemaFrozenError, ingest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
