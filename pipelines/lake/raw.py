@@ -146,7 +146,9 @@ class RawZone:
             self._publish(staged, None)
             self.landed.skipped += 1
         else:
-            known = raw_name(self.dataset, self.day, self.run_id, len(self.landed.written), digest, extension(name))
+            known = raw_name(
+                self.dataset, self.day, self.run_id, len(self.landed.written), digest, extension(name)
+            )
             self._publish(staged, known)
             self.landed.index[digest] = known
             self.landed.written.append(known)

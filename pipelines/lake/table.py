@@ -162,7 +162,7 @@ class Lake:
                     partition_by=pinned.metadata().partition_columns or None,
                     commit_properties=self._properties(state, True),
                 )
-            except _commit_failed() as exc:
+            except _commit_failed():
                 raise CommitConflict(
                     f"Another run committed to {zone}/{name} after this run read it (version {planned}); "
                     "this run's commit was not made and it re-plans from the new version."
