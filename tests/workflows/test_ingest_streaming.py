@@ -212,3 +212,26 @@ def test_a_stale_staging_file_from_a_killed_landing_is_swept(orders):
     _land(orders, "a.csv", _rows(5, 5, seed=8))
     ingest("orders")
     assert not leftover.exists() and fresh.exists()
+
+
+def test_a_file_rejected_whole_for_its_encoding_is_recorded_once_and_later_runs_work(orders, tmp_path):
+    _registry(tmp_path, [_orders_row()], {"orders": ORDERS + "source: {encoding: ascii}\n"})
+    _land(orders, "latin.csv", ['1,1.5,2024-01-01 09:00:00,2024-01-01 10:00:00,"caf\xe9"\n'])
+    path = orders / "landing" / "orders" / "latin.csv"
+    path.write_bytes(path.read_text().encode("latin-1"))
+    first = ingest("orders")  # the only file, on a table that does not exist yet
+    assert (first.rows_in, first.written, len(first.rejected_files)) == (0, 0, 1)
+    lake = Lake(Storage(str(orders / "data" / "test")))
+    assert lake.read("quarantine", "orders").get_column("rule").to_list() == ["encoding"]
+    assert ingest("orders").status == "no_new_data"
+    _land(orders, "good.csv", _rows(3, 3, seed=9))
+    assert ingest("orders").rows_in == 3
+    assert lake.read("quarantine", "orders").filter(pl.col("rule") == "encoding").height == 1
+
+
+def test_importing_the_ingest_workflow_does_not_import_great_expectations():
+    code = "import sys, pipelines.workflows.ingest; print('great_expectations' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=_child_env(), capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
