@@ -235,3 +235,22 @@ def test_importing_the_ingest_workflow_does_not_import_great_expectations():
         [sys.executable, "-c", code], env=_child_env(), capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_cleanup_vacuum_removes_orphan_files_of_a_killed_commit(orders):
+    from pipelines.workflows.cleanup import cleanup
+
+    _land(orders, "a.csv", _rows(20, 10, seed=10))
+    ingest("orders")
+    table = orders / "data" / "test" / "cleaned" / "orders"
+    orphan = table / "_partition=2024-01-01" / "part-00000-killed-c000.snappy.parquet"
+    orphan.write_bytes(b"PAR1 half written")
+    old = time.time() - 3 * 3600
+    os.utime(orphan, (old, old))
+    lake = Lake(Storage(str(orders / "data" / "test")))
+    before = _cleaned(lake)
+    assert cleanup("orders", dry_run=True, vacuum_hours=1).vacuumed == [str(orphan.relative_to(table))]
+    assert orphan.exists()
+    result = cleanup("orders", vacuum_hours=1)
+    assert result.vacuumed == [str(orphan.relative_to(table))] and not orphan.exists()
+    assert _cleaned(lake).equals(before)
