@@ -1,4 +1,4 @@
-"""python -m bench [--quick] [--only NAME] [--runs N] [--out DIR] [--cache DIR]"""
+"""python -m bench [--quick] [--only NAME] [--runs N] [--warmup N] [--out DIR] [--cache DIR]"""
 
 from __future__ import annotations
 
@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--runs", type=int, help="counted runs per side (default: each benchmark's own, else 3)"
     )
     parser.add_argument(
+        "--warmup",
+        type=int,
+        help="uncounted rounds before the counted ones (default: each benchmark's own; 0 for a smoke run)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=REPO / "bench" / "results", help="where benchmarks.json/.md go"
     )
     parser.add_argument(
@@ -56,6 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.runs is not None and args.runs < 1:
         parser.error(f"--runs must be at least 1, got {args.runs}")
+    if args.warmup is not None and args.warmup < 0:
+        parser.error(f"--warmup must be 0 or more, got {args.warmup}")
     return args
 
 
@@ -100,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"[bench] {name} ...", flush=True)
         record = _harness.run_benchmark(
-            available[name], quick=args.quick, runs=args.runs, cache=cache, keep=args.keep
+            available[name],
+            quick=args.quick,
+            runs=args.runs,
+            cache=cache,
+            keep=args.keep,
+            warmup=args.warmup,
         )
         status = record["error"] or f"ratio {record['ratio']:.2f}x" + (
             f", score {record['score']:.3f} {record['score_unit']}" if record["score"] is not None else ""
@@ -110,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "")
     command += "".join(f" --only {n}" for n in (args.only or []))
     command += f" --runs {args.runs}" if args.runs else ""
+    command += f" --warmup {args.warmup}" if args.warmup is not None else ""
     document = {
         "generated_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "command": command,

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from bench import _cachelock
+
 SEED = 20240901
 START = datetime(2024, 1, 1)
 DAYS = 60  # event days, so a full load writes about 60 partitions
@@ -142,16 +144,21 @@ def _write_csv(frame: pl.DataFrame, path: Path) -> None:
 
 
 def _generated(folder: Path, build) -> Path:
-    """Build `folder` once: into a temporary sibling, then renamed (a partial build is never reused)."""
+    """Build `folder` once: into a temporary sibling, then renamed (a partial build is never reused).
+
+    Under the cache lock, so a process that finds another building the same entry waits for it."""
     if (folder / ".complete").exists():
         return folder
-    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    build(tmp)
-    (tmp / ".complete").write_text("")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    with _cachelock.building(folder):
+        if (folder / ".complete").exists():
+            return folder
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp)
+        (tmp / ".complete").write_text("")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
     return folder
 
 

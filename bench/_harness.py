@@ -147,10 +147,21 @@ def _call(side: Callable[[], Any], reset: Callable[[], None] | None) -> tuple[fl
     return elapsed, {}
 
 
-def run_benchmark(spec: Benchmark, *, quick: bool, runs: int | None, cache: Path, keep: bool = False) -> dict:
-    """Run one benchmark; returns its JSON record (with ``error`` set when it failed)."""
+def run_benchmark(
+    spec: Benchmark,
+    *,
+    quick: bool,
+    runs: int | None,
+    cache: Path,
+    keep: bool = False,
+    warmup: int | None = None,
+) -> dict:
+    """Run one benchmark; returns its JSON record (with ``error`` set when it failed).
+
+    ``warmup`` overrides the benchmark's own count of uncounted rounds (0 for a smoke run)."""
     size = spec.quick_size if quick else spec.full_size
     count = runs or spec.runs or DEFAULT_RUNS
+    warmup = spec.warmup if warmup is None else warmup
     record: dict[str, Any] = {
         "name": spec.name,
         "ours": spec.ours,
@@ -158,7 +169,7 @@ def run_benchmark(spec: Benchmark, *, quick: bool, runs: int | None, cache: Path
         "size": spec.describe_size(size),
         "unit": spec.unit,
         "runs": count,
-        "warmup": spec.warmup,
+        "warmup": warmup,
         "target": asdict(spec.target) if spec.target else None,
         "score_unit": spec.score_unit,
         "error": None,
@@ -171,7 +182,7 @@ def run_benchmark(spec: Benchmark, *, quick: bool, runs: int | None, cache: Path
     try:
         case = spec.setup(size, Context(cache=cache, work=work, quick=quick))
         record["setup_seconds"] = round(time.perf_counter() - started, 3)
-        for _ in range(spec.warmup):
+        for _ in range(warmup):
             warm = [(case.ours, case.reset_ours), (case.baseline, case.reset_baseline)]
             for side, reset in warm[::-1] if spec.baseline_first else warm:
                 _call(side, reset)

@@ -22,7 +22,7 @@ import venv
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import _child
+from bench import _cachelock, _child
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,18 +62,28 @@ class IsolatedPython:
         marker = folder / ".ready"
         if marker.exists():
             return self.python(cache)
-        venv.EnvBuilder(clear=True, with_pip=bool(self.requirements), symlinks=True).create(folder)
-        if self.requirements:
-            command = [str(self.python(cache)), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-            done = subprocess.run([*command, *self.requirements], capture_output=True, text=True)
-            if done.returncode != 0:
-                tail = "\n".join(done.stderr.strip().splitlines()[-10:])
-                raise RuntimeError(
-                    f"could not install {', '.join(self.requirements)} into the {self.name!r} bench venv "
-                    f"({folder}):\n{tail}\nCheck the requirement names and that the package index is "
-                    "reachable; the venv is rebuilt on the next run."
-                )
-        marker.write_text("\n".join(self.requirements) + "\n")
+        with _cachelock.building(folder):
+            if marker.exists():  # built by another process while this one waited
+                return self.python(cache)
+            venv.EnvBuilder(clear=True, with_pip=bool(self.requirements), symlinks=True).create(folder)
+            if self.requirements:
+                command = [
+                    str(self.python(cache)),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "-q",
+                ]
+                done = subprocess.run([*command, *self.requirements], capture_output=True, text=True)
+                if done.returncode != 0:
+                    tail = "\n".join(done.stderr.strip().splitlines()[-10:])
+                    raise RuntimeError(
+                        f"could not install {', '.join(self.requirements)} into the {self.name!r} bench venv "
+                        f"({folder}):\n{tail}\nCheck the requirement names and that the package index is "
+                        "reachable; the venv is rebuilt on the next run."
+                    )
+            marker.write_text("\n".join(self.requirements) + "\n")
         return self.python(cache)
 
     def run(

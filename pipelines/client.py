@@ -412,6 +412,42 @@ def _key_outputs(outputs: dict, limit: int = 6) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in ordered[:limit])
 
 
+class _RunThread(threading.Thread):
+    """A flow run in a background thread of this process.
+
+    A daemon thread: a caller that gives up (a failed start, an interrupted notebook cell, the end of
+    a script) is never held at interpreter exit by a run it no longer waits for. ``abandon`` stops a
+    run that has not begun yet; one already going is left to Prefect, which marks it when it ends.
+    """
+
+    def __init__(self, flow, params: dict, tags: list[str], namespace: str) -> None:
+        super().__init__(name=f"pipelines-run-{flow.name}", daemon=True)
+        self._flow = flow
+        self._params = params
+        self._tags = tags
+        self._namespace = namespace
+        self._context = contextvars.copy_context()
+        self._abandoned = threading.Event()
+        self.error: BaseException | None = None
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+
+    def run(self) -> None:
+        self._context.run(self._execute)
+
+    def _execute(self) -> None:
+        from prefect import tags as prefect_tags
+
+        if self._abandoned.is_set():
+            return
+        with settings_overrides(namespace=self._namespace), prefect_tags(*self._tags):
+            try:
+                self._flow(**self._params, return_state=True)
+            except BaseException as exc:  # reported by the caller, or by the run's state
+                self.error = exc
+
+
 class Client:
     """Submit workflows of one namespace and read their runs, against a Prefect server or in-process."""
 
@@ -664,11 +700,15 @@ class Client:
         return self._call(read)
 
     def _submit_in_process(self, workflow: Workflow, params: dict, key: str | None) -> Run:
-        from prefect import tags as prefect_tags
+        from pipelines.components.localapi import ensure_local_api
 
         flow = next(e for e in discover() if e.name == workflow.name).load()
         run_tags = [f"{NAMESPACE_TAG}{self.namespace}"]
         with self._lock:
+            # Start the in-process API here, in the caller, so a failing start is the caller's error
+            # and no run thread exists yet.
+            with self._prefect_settings():
+                ensure_local_api()
             if key is not None:
                 key_tag = f"{_KEY_TAG}{key}"
                 earlier = self._find_runs_tagged(flow.name, [*run_tags, key_tag])
@@ -683,34 +723,36 @@ class Client:
                     return self._local_runs.get(str(earlier[0].id)) or Run(self, earlier[0].id, workflow.name)
                 run_tags.append(key_tag)
             marker = f"{_SUBMISSION_TAG}{uuid.uuid4().hex}"
-            outcome: dict[str, BaseException] = {}
-
-            def execute() -> None:
-                with settings_overrides(namespace=self.namespace), prefect_tags(*run_tags, marker):
-                    try:
-                        flow(**params, return_state=True)
-                    except BaseException as exc:  # reported by the caller below, or by the run's state
-                        outcome["error"] = exc
-
-            context = contextvars.copy_context()
-            thread = threading.Thread(
-                target=context.run, args=(execute,), name=f"pipelines-run-{workflow.name}", daemon=False
-            )
+            thread = _RunThread(flow, params, [*run_tags, marker], self.namespace)
             thread.start()
-            deadline = time.monotonic() + _START_TIMEOUT
-            while True:
-                found = self._find_runs_tagged(flow.name, [marker])
-                if found:
-                    run = Run(self, found[0].id, workflow.name, thread=thread)
-                    self._local_runs[run.id] = run
-                    return run
-                if not thread.is_alive() or time.monotonic() > deadline:
-                    error = outcome.get("error")
-                    raise PipelinesError(
-                        f"{workflow.name} could not start in-process: "
-                        f"{error if error else 'no flow run was created'}."
-                    ) from error
-                time.sleep(0.05)
+            try:
+                found = self._wait_for_run(flow.name, marker, thread)
+            except BaseException:
+                thread.abandon()
+                raise
+            run = Run(self, found.id, workflow.name, thread=thread)
+            self._local_runs[run.id] = run
+            return run
+
+    def _wait_for_run(self, flow_name: str, marker: str, thread: _RunThread):
+        """The flow run ``thread`` created (tagged ``marker``); a clear error if it never appears."""
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            try:
+                found = self._find_runs_tagged(flow_name, [marker])
+            except Exception as exc:
+                raise PipelinesError(
+                    f"{flow_name} could not start in-process: reading its run from Prefect's in-process API "
+                    f"failed ({type(exc).__name__}: {exc or 'no detail'}). The run was abandoned; try again, or "
+                    "start a server (`prefect server start`) and set PREFECT_API_URL."
+                ) from exc
+            if found:
+                return found[0]
+            if not thread.is_alive() or time.monotonic() > deadline:
+                error = thread.error
+                detail = error if error else f"no flow run was created within {_START_TIMEOUT:g} s"
+                raise PipelinesError(f"{flow_name} could not start in-process: {detail}.") from error
+            time.sleep(0.05)
 
     def get_run(self, run_id: str | uuid.UUID) -> Run:
         """A run by id (for example one listed by :meth:`runs`, or started before a kernel restart)."""
