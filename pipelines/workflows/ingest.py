@@ -500,6 +500,7 @@ def _clean_and_commit(
         table = lake.table(CLEANED, spec.name)
         state = lake.state(CLEANED, spec.name, table=table)
         if attempt == 1:
+            schema_before = table.schema().to_arrow() if table is not None else None
             result.watermark_before = None if full_refresh else (state or {}).get("watermark")
             result.watermark_after = result.watermark_before
         # after a full refresh's first commit, the rest continues like an incremental run
@@ -530,7 +531,7 @@ def _clean_and_commit(
         table = lake.table(CLEANED, spec.name)
         result.cleaned_version = table.version() if table is not None else None
     else:
-        _record_meta(lake, spec, result, datetime.now(UTC))
+        _record_meta(lake, spec, result, datetime.now(UTC), schema_before)
     return result
 
 
@@ -585,8 +586,11 @@ def _report_validation(
         )
 
 
-def _record_meta(lake: Lake, spec: DatasetSpec, result: IngestResult, now: datetime) -> None:
-    """Run history and schema versions under _meta (derived; the cleaned commits are the truth)."""
+def _record_meta(lake: Lake, spec: DatasetSpec, result: IngestResult, now: datetime, schema_before) -> None:
+    """Run history and schema versions under _meta (derived; the cleaned commits are the truth).
+
+    The schema history is only consulted when the table is new or its schema changed in this run.
+    """
     ledger.record_run(
         lake,
         {
@@ -607,10 +611,11 @@ def _record_meta(lake: Lake, spec: DatasetSpec, result: IngestResult, now: datet
             "cleaned_version": result.cleaned_version,
         },
     )
+    table = lake.table(CLEANED, spec.name)
+    if schema_before is not None and table.schema().to_arrow() == schema_before:
+        return
     change = "; ".join(result.schema_changes) or "initial schema from the contract"
-    ledger.record_schema(
-        lake, spec.name, lake.table(CLEANED, spec.name), change=change, run_id=result.run_id, now=now
-    )
+    ledger.record_schema(lake, spec.name, table, change=change, run_id=result.run_id, now=now)
 
 
 def _markdown(result: IngestResult) -> str:
