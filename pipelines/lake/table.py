@@ -213,6 +213,9 @@ class Lake:
                 source_alias="s",
                 target_alias="t",
                 merge_schema=True,
+                # The batch is already in memory: let delta-rs read its key range first and skip the
+                # target files outside it (about twice as fast as streaming the source).
+                streamed_exec=False,
                 commit_properties=properties,
             )
             if newer_field:
