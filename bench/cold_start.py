@@ -22,7 +22,7 @@ def setup(rows: int, context: Context) -> Case:
         wall, values = _child.run(command, env=_env.child_env())
         return Measurement(wall, values)
 
-    prefect = _import_prefect_seconds()
+    prefect = _import_prefect_seconds(1 if context.quick else 3)
     return Case(
         ours=lambda: side("ours", ours_data),
         baseline=lambda: side("baseline", baseline_data),
@@ -39,7 +39,7 @@ def setup(rows: int, context: Context) -> Case:
     )
 
 
-def _import_prefect_seconds(runs: int = 3) -> list[float]:
+def _import_prefect_seconds(runs: int) -> list[float]:
     """Wall seconds of a fresh `python -c "import prefect"`: the floor any Prefect command starts from."""
     seconds = []
     for _ in range(runs):
