@@ -44,5 +44,5 @@ BENCHMARK = Benchmark(
     full_size=20_000,
     describe_size=lambda rows: f"{rows:,} rows",
     runs=5,
-    order=11,
+    order=85,
 )
