@@ -114,6 +114,24 @@ def run_command(
     except PipelinesError as exc:
         _fail(exc)
     _print_json(to_jsonable(result))
+    _print_where()
+
+
+def _print_where() -> None:
+    """End a run's summary with where its tables and its warehouse are (on stderr: stdout stays JSON)."""
+    import sqlalchemy as sa
+
+    from pipelines.components.resources import schema_for
+
+    settings = get_settings()
+    url = sa.engine.make_url(settings.warehouse_url)
+    schema = f", schema {schema_for(settings.namespace)}" if url.get_backend_name() == "postgresql" else ""
+    err.print(
+        f"namespace {settings.namespace} ({settings.kind.value}): tables under {settings.namespace_url}; "
+        f"warehouse {url.render_as_string(hide_password=True)}{schema}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("submit")
@@ -348,9 +366,13 @@ def teardown_command(
     if as_json:
         _print_json(report.model_dump(mode="json"))
         return
-    console.print(
-        f"namespace [bold]{report.namespace}[/] ({report.kind}) at {report.api_url}", highlight=False
-    )
+    where = report.api_url or "no Prefect API (local data only)"
+    console.print(f"namespace [bold]{report.namespace}[/] ({report.kind}) at {where}", highlight=False)
+    if report.skipped:
+        console.print(f"  skipped   {report.skipped}", highlight=False, soft_wrap=True)
+        return
+    for note in report.notes:
+        console.print(f"  note      {note}", highlight=False, soft_wrap=True)
     for name in report.removed:
         console.print(f"  removed   {name}", highlight=False)
     for queue in report.removed_work_queues:
@@ -361,6 +383,35 @@ def teardown_command(
         console.print(f"  dropped   {report.dropped_warehouse}", highlight=False, soft_wrap=True)
     if not (report.removed or report.removed_work_queues or report.purged_data):
         console.print("  nothing to remove", highlight=False)
+
+
+@app.command("worker")
+def worker_command(
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Serve only this namespace's work queue.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="Serve the queues of one kind: serving, e2e or research."),
+    ] = None,
+    pool: Annotated[
+        str, typer.Option("--pool", help="The work pool (deployments/<kind>.yaml).")
+    ] = "pipelines",
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many flow runs at once.")] = None,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds between asks for scheduled runs.")] = 2.0,
+) -> None:
+    """Start a Prefect worker on the right work queues (serving > e2e > research); runs until stopped."""
+    from pipelines.components.environment import Kind, validate_namespace
+    from pipelines.worker import start
+
+    try:
+        if kind is not None and kind not in {k.value for k in Kind}:
+            raise PipelinesError(f"--kind {kind!r}: expected serving, e2e or research.")
+        if namespace is not None:
+            validate_namespace(namespace, "--namespace")
+        start(pool, namespace=namespace, kind=Kind(kind) if kind else None, limit=limit, poll_seconds=poll)
+    except PipelinesError as exc:
+        _fail(exc)
 
 
 @app.command("share")

@@ -8,6 +8,7 @@
     run = client.submit("delay_model", through="2013-01-31")
     run.wait()                                 # progress line; returns the run
     run.outputs["accuracy"]                    # the flow's JSON result, as a dict
+    run.result()                               # the same result as the flow's typed model
     client.runs()                              # recent runs as a polars DataFrame
 
 With a Prefect API configured (the ``api_url`` argument, ``PREFECT_API_URL`` in the environment or
@@ -356,6 +357,15 @@ class Run:
         self._outputs = value if isinstance(value, dict) else {"result": value}
         return self._outputs
 
+    def result(self) -> Any:
+        """The flow's result as the type it returned, e.g. the cookbook's pydantic result model (``FlightsResult``).
+
+        ``outputs`` is the same result as a JSON dict. The model's class is imported from this process's
+        ``pipelines`` package, so this process needs the code that defines it. Raises like ``outputs``.
+        """
+        self.outputs  # noqa: B018 (raises RunNotFinishedError / RunFailedError before reading anything)
+        return self._client._read_typed_result(self._flow_run, self)
+
     def logs(self) -> list[LogLine]:
         """Every log line the run sent to the API, oldest first."""
         if self._client.mode == "in-process":
@@ -500,6 +510,10 @@ class Client:
                 async with get_client() as client:
                     return await fn(client)
 
+        if not self.api_url:
+            from pipelines.components.localapi import ensure_local_api
+
+            ensure_local_api()
         try:
             return _run_in_background_loop(call)
         except Exception as exc:
@@ -707,8 +721,7 @@ class Client:
         with self._lock:
             # Start the in-process API here, in the caller, so a failing start is the caller's error
             # and no run thread exists yet.
-            with self._prefect_settings():
-                ensure_local_api()
+            ensure_local_api()
             if key is not None:
                 key_tag = f"{_KEY_TAG}{key}"
                 earlier = self._find_runs_tagged(flow.name, [*run_tags, key_tag])
@@ -811,6 +824,31 @@ class Client:
                 f"{type(exc).__name__}: {exc}. Results are persisted to the namespace's result storage, which "
                 "this process must be able to read (the PREFECT_LOCAL_STORAGE_PATH folder the run wrote to, "
                 "or its S3 location)."
+            ) from exc
+
+    def _read_typed_result(self, flow_run, run: Run) -> Any:
+        """The persisted result decoded by the serializer it was written with (pydantic models rebuilt)."""
+        from prefect.results import PersistedResult
+
+        state = flow_run.state
+
+        async def read(client):
+            if isinstance(state.data, PersistedResult):
+                blob = await state.data._read_blob(client=client)
+                data = blob.data
+                return blob.serializer.loads(data if isinstance(data, bytes) else data.encode())
+            value = state.result(fetch=True)
+            return await value if asyncio.iscoroutine(value) else value
+
+        try:
+            return self._call(read)
+        except ServerUnreachableError:
+            raise
+        except Exception as exc:
+            raise PipelinesError(
+                f"{run.workflow} run {run.id} completed, but its result could not be rebuilt as the type the flow "
+                f"returned: {type(exc).__name__}: {exc}. This process needs the code that defines that type "
+                "(the same version of the pipelines package); run.outputs gives the result as a JSON dict."
             ) from exc
 
     def _flush_local_logs(self) -> None:

@@ -3,8 +3,11 @@
 ``deploy`` reads prefect.yaml and deployments/<kind>.yaml, resolves every template, ships a
 snapshot of the deployed commit, and makes the Prefect API hold exactly one deployment
 ``<flow>/<namespace>`` per entry: created when missing, updated when different, left alone when
-identical, and pruned when the entry left prefect.yaml. ``teardown`` removes a namespace's
-deployments and, when asked, its data. See docs/deploying.md.
+identical, and pruned when the entry left prefect.yaml. Before anything changes it refuses a
+commit that is not the tip of its branch, a namespace another branch owns (recorded in a Prefect
+variable per namespace), and default data or warehouse locations for any namespace but ``local``.
+``teardown`` removes what a branch owns and, when asked, the data root and warehouse its
+deployments used. See docs/deploying.md.
 """
 
 from __future__ import annotations
@@ -16,13 +19,24 @@ import os
 import tempfile
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
-from pipelines.components.codesnapshot import CodeStore, FlowInfo, export_commit, git_state, inspect_flows
+from pipelines.components.codesnapshot import (
+    CodeStore,
+    FlowInfo,
+    GitState,
+    branch_tip,
+    code_key,
+    code_roots,
+    export_commit,
+    git_state,
+    inspect_flows,
+)
 from pipelines.components.deployspec import (
     KIND_DIR,
     Entry,
@@ -46,6 +60,10 @@ from pipelines.components.resources import S3Options, Storage, Warehouse, WriteS
 
 CODE_FOLDER = "_code"
 RESULT_BLOCK_PREFIX = "pipelines-results-"
+OWNER_VARIABLE_PREFIX = "pipelines_owner_"
+# Work queue priority by kind (1 is served first): a worker on several queues takes serving's runs
+# before e2e's, and e2e's before research's.
+KIND_PRIORITY = {Kind.SERVING: 0, Kind.E2E: 1, Kind.RESEARCH: 2}
 _COMPARED = (
     "version",
     "description",
@@ -102,17 +120,35 @@ class DeployReport(BaseModel):
         return [d.name for d in self.deployments if action is None or d.action == action]
 
 
+class NamespaceOwner(BaseModel):
+    """Who deployed a namespace, and where its deployments keep data (a Prefect variable per namespace).
+
+    Written by every deploy; teardown reads it to remove only what the branch owns and to purge the data
+    root and warehouse the deployments actually used.
+    """
+
+    namespace: str
+    branch: str = Field(description="the git branch that owns the namespace")
+    commit: str = Field(description="the commit deployed last")
+    data_url: str = Field(description="the data root the deployments were given")
+    warehouse_url: str = Field(description="the warehouse URL the deployments were given (password hidden)")
+    deployed_at: str
+
+
 class TeardownReport(BaseModel):
     """The outcome of ``teardown``."""
 
     namespace: str
     kind: str
-    api_url: str
+    api_url: str | None = Field(description="None: no Prefect API configured, only local data was purged")
     removed: list[str] = Field(default=[], description="deployments deleted, as <flow>/<namespace>")
     removed_work_queues: list[str] = Field(default=[], description="<pool>/<queue> deleted")
     removed_result_block: bool = False
     purged_data: str | None = Field(default=None, description="the data root deleted (--purge-data)")
     dropped_warehouse: str | None = Field(default=None, description="the schema or SQLite file dropped")
+    owner: str | None = Field(default=None, description="the branch that owns the namespace, when known")
+    skipped: str | None = Field(default=None, description="why nothing was removed (another branch owns it)")
+    notes: list[str] = []
 
 
 @dataclass
@@ -158,7 +194,9 @@ def deploy(
 
     The namespace comes from ``namespace``, else from ``branch`` (the rules of ``pipelines env``),
     else from the settings of this process. Deploying twice changes nothing; deployments tagged
-    with the namespace that are no longer in prefect.yaml are deleted.
+    with the namespace that are no longer in prefect.yaml are deleted. Raises ``ConfigError``, with
+    nothing changed, when HEAD is not the tip of ``branch``, another branch owns the namespace, or
+    a namespace other than ``local`` has no explicit data and warehouse locations.
     """
     prefect_path = Path(prefect_file).resolve()
     git = git_state(prefect_path.parent)
@@ -168,17 +206,21 @@ def deploy(
             "the deployed commit's snapshot and import the flows from there."
         )
     namespace, branch = _target(branch, namespace, git.root)
+    _check_branch_tip(git, branch)
     settings = Settings.resolve(namespace=namespace)
+    _check_explicit_locations(settings)
     url = _api_url(api_url, settings)
     entries = load_prefect_file(prefect_path)
-    _run(lambda: _check_api(url))
+    _run(lambda: _check_api_and_owner(url, namespace, branch))
     kind = kind_of(namespace)
     kind_settings = load_kind_settings(prefect_path.parent / KIND_DIR, kind)
     context = _context(settings, branch, git.commit)
 
     with tempfile.TemporaryDirectory(prefix="pipelines-deploy-") as tmp:
-        tree = export_commit(git.root, git.commit, Path(tmp) / git.commit)
-        flows = inspect_flows(tree, [e.entrypoint for e in entries])
+        roots = code_roots(git.root, git.commit, [e.entrypoint for e in entries])
+        tree = export_commit(git.root, git.commit, Path(tmp) / git.commit, roots)
+        key = code_key(git.root, git.commit, ignore=(prefect_path.name, KIND_DIR))
+        flows = inspect_flows(tree, [e.entrypoint for e in entries], key=key)
         plan = _plan(settings, kind_settings, entries, flows, context, branch, git.commit, tree)
         if git.uncommitted:
             plan.warnings.append(
@@ -234,7 +276,10 @@ def teardown(
 ) -> TeardownReport:
     """Delete the namespace's deployments and work queue; with ``purge_data`` also its data and warehouse.
 
-    Purging serving is refused unless ``force`` is set.
+    Only what ``branch`` owns is touched: when another branch that maps to the same namespace deployed it,
+    nothing is removed (the report says why). The purge deletes the data root and warehouse the
+    deployments were given (recorded at deploy time). Purging serving is refused unless ``force`` is set.
+    Without a Prefect API configured, only namespace ``local`` can be torn down: ``purge_data`` purges its data.
     """
     if namespace is not None:
         namespace = validate_namespace(namespace, "argument")
@@ -249,28 +294,87 @@ def teardown(
             "to delete serving's data root and warehouse schema, run again with --force (force=True)."
         )
     settings = Settings.resolve(namespace=namespace)
-    url = _api_url(None, settings)
-    report = TeardownReport(namespace=namespace, kind=kind.value, api_url=url)
-    _run(lambda: _remove(namespace, report, url))
-    if purge_data:
+    url = _configured_api_url(settings)
+    if url is None:
+        if namespace != "local":
+            raise ConfigError(
+                f"No Prefect API is configured (PREFECT_API_URL): tearing down namespace {namespace!r} needs the "
+                "server that holds its deployments and the record of which branch owns it and which data root "
+                "and warehouse it used. Set PREFECT_API_URL (and PREFECT_API_KEY for Prefect Cloud). Only "
+                "namespace 'local' can be purged without a server."
+            )
+        if not purge_data:
+            raise ConfigError(
+                "No Prefect API is configured (PREFECT_API_URL), so namespace 'local' has no deployments to "
+                "remove. To delete its data root and warehouse, add --purge-data."
+            )
+        report = TeardownReport(namespace=namespace, kind=kind.value, api_url=None)
+        report.notes.append(
+            "No Prefect API configured: no deployments were looked at; the local data was purged."
+        )
         report.purged_data, report.dropped_warehouse = purge_namespace_data(settings)
+        return report
+    report = TeardownReport(namespace=namespace, kind=kind.value, api_url=url)
+    owner = _run(lambda: _remove(namespace, branch, report, url))
+    if report.skipped or not purge_data:
+        return report
+    report.purged_data, report.dropped_warehouse = purge_namespace_data(_purge_settings(settings, owner))
+    _run(lambda: _forget_owner(url, namespace))
     return report
 
 
-def purge_namespace_data(settings: Settings) -> tuple[str, str]:
+def purge_namespace_data(settings: Settings) -> tuple[str | None, str | None]:
     """Delete ``settings.namespace``'s data root and drop its warehouse schema (PostgreSQL) or SQLite file.
 
-    Returns (the data root deleted, the schema or SQLite file dropped). Harmless when they are gone already.
-    Callers decide whether the namespace may be purged (teardown refuses serving without force).
+    Returns (the data root deleted, the schema or SQLite file dropped); each is None when there was nothing
+    to delete. Callers decide whether the namespace may be purged (teardown refuses serving without force).
     """
-    Storage.from_settings(settings.namespace_url, settings).delete()
+    storage = Storage.from_settings(settings.namespace_url, settings)
+    purged = settings.namespace_url if storage.exists() else None
+    if purged:
+        storage.delete()
+    return purged, _drop_warehouse(settings)
+
+
+def _drop_warehouse(settings: Settings) -> str | None:
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(settings.warehouse_url)
+    if url.get_backend_name() == "sqlite":
+        database = url.database
+        if not database or database == ":memory:" or not Path(database).exists():
+            return None
     warehouse = Warehouse.from_settings(settings)
     try:
+        if warehouse.schema and warehouse.schema not in sa.inspect(warehouse.engine).get_schema_names():
+            return None
         warehouse.drop_schema()
     finally:
         warehouse.dispose()
-    dropped = f"schema {warehouse.schema}" if warehouse.schema else f"SQLite file {warehouse.url.database}"
-    return settings.namespace_url, dropped
+    return f"schema {warehouse.schema}" if warehouse.schema else f"SQLite file {warehouse.url.database}"
+
+
+def _hidden(url: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _purge_settings(settings: Settings, owner: NamespaceOwner | None) -> Settings:
+    """The settings that point at what the namespace's deployments used (recorded at deploy time)."""
+    if owner is None:
+        return settings
+    warehouse = owner.warehouse_url
+    if warehouse == _hidden(settings.warehouse_url):
+        warehouse = settings.warehouse_url  # the same URL, with the password this process has
+    elif "***" in warehouse:
+        raise ConfigError(
+            f"Namespace {settings.namespace!r} was deployed with the warehouse {owner.warehouse_url}, but this "
+            f"process has {_hidden(settings.warehouse_url)} (from {settings.origins.get('warehouse_url')}). "
+            "Nothing was purged. Set PIPELINES_WAREHOUSE_URL to the deployed warehouse, with its password, "
+            "and tear down again."
+        )
+    return Settings.resolve(namespace=settings.namespace, data_url=owner.data_url, warehouse_url=warehouse)
 
 
 # Resolving the target ------------------------------------------------------------------------
@@ -293,10 +397,15 @@ def _target(branch: str | None, namespace: str | None, root: Path) -> tuple[str,
     return namespace, branch
 
 
-def _api_url(api_url: str | None, settings: Settings) -> str:
+def _configured_api_url(settings: Settings) -> str | None:
     from prefect.settings import PREFECT_API_URL
 
-    url = api_url or PREFECT_API_URL.value() or settings.prefect_api_url
+    url = PREFECT_API_URL.value() or settings.prefect_api_url
+    return url.rstrip("/") if url else None
+
+
+def _api_url(api_url: str | None, settings: Settings) -> str:
+    url = api_url or _configured_api_url(settings)
     if not url:
         raise ConfigError(
             "No Prefect API to deploy to: PREFECT_API_URL is not set (argument, environment, .env file or "
@@ -304,6 +413,46 @@ def _api_url(api_url: str | None, settings: Settings) -> str:
             "PREFECT_API_URL=http://127.0.0.1:4200/api; Prefect's in-process API would vanish with this command."
         )
     return url.rstrip("/")
+
+
+def _check_branch_tip(git: GitState, branch: str) -> None:
+    """A namespace runs only its own branch's commit: HEAD must be the tip of ``branch``."""
+    tip, refs = branch_tip(git.root, branch)
+    here = f"{git.commit[:12]}" + (f" (branch {git.branch})" if git.branch else " (a detached HEAD)")
+    if tip is None:
+        raise ConfigError(
+            f"Refusing to deploy branch {branch!r}: {git.root} has no such branch (looked at {', '.join(refs)}), "
+            f"so nothing says that commit {here} is its tip. Nothing was deployed. Fetch the branch "
+            f"(git fetch origin {branch}) or check it out, then deploy again."
+        )
+    if tip != git.commit:
+        own = git.branch or "<this commit's branch>"
+        raise ConfigError(
+            f"Refusing to deploy branch {branch!r}: the checkout is at {here}, but {branch!r} is at "
+            f"{tip[:12]}. A namespace runs only its branch's own commit; nothing was deployed. Either deploy "
+            f"{branch!r} from its tip (git switch {branch}, then pipelines deploy --branch {branch}), or deploy "
+            f"this commit to its own namespace (pipelines deploy --branch {own}); to put it into {branch!r}, "
+            f"merge it into {branch!r} and push."
+        )
+
+
+def _check_explicit_locations(settings: Settings) -> None:
+    """Every namespace but ``local`` needs data and warehouse locations set on purpose, not defaults."""
+    if settings.namespace == "local":
+        return
+    missing = [
+        f"{env} (the default would be {getattr(settings, name)})"
+        for name, env in (("data_url", "PIPELINES_DATA_URL"), ("warehouse_url", "PIPELINES_WAREHOUSE_URL"))
+        if settings.origins.get(name, "").startswith("default")
+    ]
+    if missing:
+        raise ConfigError(
+            f"Deploying namespace {settings.namespace!r} needs explicit data and warehouse locations, which "
+            f"its runs (on the workers) and its teardown will use. Not set: {'; '.join(missing)}. Nothing was "
+            "deployed. Set them in the environment or .env, e.g. PIPELINES_DATA_URL=s3://bucket/pipelines and "
+            "PIPELINES_WAREHOUSE_URL=postgresql+psycopg://user@host:5432/warehouse; only namespace 'local' "
+            "deploys with the local defaults."
+        )
 
 
 def _is_loopback(url: str) -> bool:
@@ -658,18 +807,33 @@ async def _ensure_pool(client, kind_settings: KindSettings) -> bool:
 async def _ensure_queue(client, pool: str, namespace: str) -> bool:
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+    created = False
     try:
         await client.read_work_queue_by_name(name=namespace, work_pool_name=pool)
-        return False
     except ObjectNotFound:
-        pass
-    try:
-        await client.create_work_queue(
-            name=namespace, work_pool_name=pool, description=f"Flow runs of namespace {namespace}."
-        )
-    except ObjectAlreadyExists:
-        return False
-    return True
+        try:
+            await client.create_work_queue(
+                name=namespace, work_pool_name=pool, description=f"Flow runs of namespace {namespace}."
+            )
+            created = True
+        except ObjectAlreadyExists:
+            pass
+    await order_queues(client, pool)
+    return created
+
+
+async def order_queues(client, pool: str) -> None:
+    """Give the pool's queues priorities serving > e2e > research (1 is served first).
+
+    Prefect gives a new queue the first free priority, so a research queue created before serving's
+    would otherwise outrank it. Queues keep their order within a kind.
+    """
+    queues = await client.read_work_queues(work_pool_name=pool)
+    wanted = sorted(queues, key=lambda q: (KIND_PRIORITY[kind_of(q.name)], q.priority, q.name))
+    for number, queue in enumerate(wanted, start=1):
+        current = {q.id: q.priority for q in await client.read_work_queues(work_pool_name=pool)}
+        if current.get(queue.id) != number:
+            await client.update_work_queue(queue.id, priority=number)
 
 
 async def _ensure_result_block(client, block: dict[str, Any]) -> None:
@@ -687,9 +851,67 @@ async def _ensure_result_block(client, block: dict[str, Any]) -> None:
     await RemoteFileSystem(**block["data"]).save(block["name"], overwrite=True, client=client)
 
 
-async def _check_api(url: str) -> None:
+def _owner_variable(namespace: str) -> str:
+    return OWNER_VARIABLE_PREFIX + namespace.replace("-", "_")
+
+
+async def _read_owner(client, namespace: str) -> tuple[str | None, NamespaceOwner | None]:
+    """The branch that owns the namespace and its record; from the deployments' tags when no record exists."""
+    variable = await client.read_variable_by_name(_owner_variable(namespace))
+    if variable is not None:
+        owner = NamespaceOwner.model_validate_json(variable.value)
+        return owner.branch, owner
+    branches = sorted(
+        {
+            tag.split(":", 1)[1]
+            for d in await _namespace_deployments(client, namespace)
+            for tag in d.tags
+            if tag.startswith("branch:")
+        }
+    )
+    return (branches[0] if len(branches) == 1 else None), None
+
+
+async def _write_owner(client, owner: NamespaceOwner) -> None:
+    """Record the owner; left alone when only the time would change (deploying again changes nothing)."""
+    from prefect.client.schemas.actions import VariableCreate
+
+    name = _owner_variable(owner.namespace)
+    current = await client.read_variable_by_name(name)
+    if current is not None:
+        if NamespaceOwner.model_validate_json(current.value).model_dump(
+            exclude={"deployed_at"}
+        ) == owner.model_dump(exclude={"deployed_at"}):
+            return
+        await client.delete_variable_by_name(name)  # VariableUpdate caps values at 255 characters
+    await client.create_variable(VariableCreate(name=name, value=owner.model_dump_json(), tags=["pipelines"]))
+
+
+async def _forget_owner(url: str, namespace: str) -> None:
+    from prefect.exceptions import ObjectNotFound
+
+    async with _client(url) as client:
+        try:
+            await client.delete_variable_by_name(_owner_variable(namespace))
+        except ObjectNotFound:
+            pass
+
+
+async def _check_api_and_owner(url: str, namespace: str, branch: str) -> None:
+    """The API answers, and no other branch owns the namespace; refuses before anything changes."""
     async with _client(url) as client:
         await _hello(client, url)
+        owner, record = await _read_owner(client, namespace)
+    if owner is None or owner == branch:
+        return
+    since = f" (commit {record.commit[:12]}, deployed {record.deployed_at})" if record else ""
+    raise ConfigError(
+        f"Refusing to deploy branch {branch!r} into namespace {namespace!r}: branch {owner!r} owns it{since}. "
+        f"Branch names that differ only in case or punctuation map to the same namespace. Nothing was deployed. "
+        f"Rename this branch (git branch -m {branch} <another-name>), or deploy it to a namespace of its own "
+        f"(pipelines deploy --branch {branch} --namespace research-<name>); if {owner!r} is gone, remove its "
+        f"namespace first: pipelines teardown --branch {owner} --purge-data."
+    )
 
 
 async def _hello(client, url: str) -> None:
@@ -752,14 +974,35 @@ async def _apply(plan: Plan, report: DeployReport, url: str) -> set[str]:
             report.deployments.append(
                 DeploymentChange(name=full_name, action="pruned", id=str(deployment.id))
             )
+        await _write_owner(
+            client,
+            NamespaceOwner(
+                namespace=plan.namespace,
+                branch=plan.branch,
+                commit=plan.commit,
+                data_url=plan.settings.data_url,
+                warehouse_url=_hidden(plan.settings.warehouse_url),
+                deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            ),
+        )
     return previous
 
 
-async def _remove(namespace: str, report: TeardownReport, url: str) -> None:
+async def _remove(
+    namespace: str, branch: str | None, report: TeardownReport, url: str
+) -> NamespaceOwner | None:
+    """Remove the namespace's deployments, queue and result block, unless another branch owns it."""
     from prefect.exceptions import ObjectNotFound
 
     async with _client(url) as client:
         await _hello(client, url)
+        report.owner, record = await _read_owner(client, namespace)
+        if branch is not None and report.owner is not None and report.owner != branch:
+            report.skipped = (
+                f"namespace {namespace!r} belongs to branch {report.owner!r}, not {branch!r} (both map to it): "
+                "nothing was removed or purged"
+            )
+            return record
         existing = await _namespace_deployments(client, namespace)
         names = await _flow_names(client, existing)
         pools = {pool.name for pool in await client.read_work_pools()}
@@ -780,6 +1023,7 @@ async def _remove(namespace: str, report: TeardownReport, url: str) -> None:
                 include_secrets=False,
             )
         except ObjectNotFound:
-            return
+            return record
         await client.delete_block_document(block.id)
         report.removed_result_block = True
+    return record

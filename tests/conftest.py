@@ -47,10 +47,16 @@ def require_service(message: str) -> None:
     pytest.skip(message)
 
 
+_TIERS = ("integration", "local", "unit")
+
+
 def pytest_collection_modifyitems(items):
-    """Tier by fixture unless marked: services -> integration, Prefect harness -> local."""
+    """Tier by fixture unless marked: services -> integration, Prefect harness -> local.
+
+    Then order files by their heaviest tier (integration files first, each file kept whole and in
+    its own order): pytest-xdist hands out whole files, and the long ones must not start last."""
     for item in items:
-        if any(item.get_closest_marker(m) for m in ("unit", "local", "integration")):
+        if any(item.get_closest_marker(m) for m in _TIERS):
             continue
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & _SERVICE_FIXTURES:
@@ -59,6 +65,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.local)
         else:
             item.add_marker(pytest.mark.unit)
+    rank: dict[str, int] = {}
+    for item in items:
+        tier = next(i for i, name in enumerate(_TIERS) if item.get_closest_marker(name))
+        rank[item.nodeid.split("::")[0]] = min(tier, rank.get(item.nodeid.split("::")[0], tier))
+    position = {id(item): index for index, item in enumerate(items)}
+    items.sort(key=lambda item: (rank[item.nodeid.split("::")[0]], position[id(item)]))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -77,10 +89,16 @@ def isolated_env(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def prefect_harness():
-    """A temporary Prefect database for the session (flows run on the ephemeral API)."""
+    """A temporary Prefect database for the session (flows run on the ephemeral API).
+
+    The API is started once and kept up for the session, as the client does, so no flow run or
+    client call of a test pays (or, on a busy machine, times out in) Prefect's start-up again."""
     from prefect.testing.utilities import prefect_test_harness
 
+    from pipelines.components.localapi import ensure_local_api
+
     with prefect_test_harness():
+        ensure_local_api()
         yield
 
 

@@ -60,9 +60,9 @@ def test_the_linter_rejects_a_broken_workflow(tmp_path):
     assert "runs-on" in result.stdout + result.stderr
 
 
-def test_pull_requests_run_the_readme_test_command():
+def test_pull_requests_and_pushes_run_the_readme_test_command():
     ci = _workflow("ci.yml")
-    assert list(ci["on"]) == ["pull_request"]
+    assert ci["on"] == {"pull_request": None, "push": {"branches": ["**"]}}
     assert _runs(ci) == [".ci/run"]
     (job,) = ci["jobs"].values()
     assert job["env"]["CI"] == "true"
@@ -75,11 +75,30 @@ def test_pull_requests_run_the_readme_test_command():
     assert "scripts/install-browser" in command
 
 
-def test_a_push_deploys_and_a_branch_deletion_tears_down():
-    deploy = _workflow("deploy.yml")
-    assert deploy["on"] == {"push": {"branches": ["**"]}}
+def test_a_push_deploys_only_after_its_tests_passed_and_a_branch_deletion_tears_down():
+    ci, deploy = _workflow("ci.yml"), _workflow("deploy.yml")
+    # deploy runs when the ci workflow (the one that runs .ci/run) has completed, never on a push itself
+    assert deploy["on"] == {"workflow_run": {"workflows": [ci["name"]], "types": ["completed"]}}
+    assert ".ci/run" in _runs(ci)
+    job = deploy["jobs"]["deploy"]
+    # ... and only when that run succeeded, for a push (not for a pull request's run)
+    assert job["if"] == (
+        "github.event.workflow_run.conclusion == 'success' && github.event.workflow_run.event == 'push'"
+    )
+    # it deploys exactly the commit that was tested, to the branch it was pushed to
+    checkout = next(step for step in _steps(deploy) if step.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["ref"] == "${{ github.event.workflow_run.head_sha }}"
+    assert job["env"]["BRANCH"] == "${{ github.event.workflow_run.head_branch }}"
+    assert _runs(deploy)[-2] == (
+        'git fetch --no-tags --depth=1 origin "+refs/heads/$BRANCH:refs/remotes/origin/$BRANCH"'
+    )
     assert _runs(deploy)[-1] == 'pipelines deploy --branch "$BRANCH"'
-    assert deploy["jobs"]["deploy"]["env"]["BRANCH"] == "${{ github.ref_name }}"
+    guide = (ROOT / "docs" / "deploying.md").read_text()
+    assert "## Protected branches" in guide
+    assert (
+        "`serving`" in guide.split("## Protected branches")[1]
+        and "`main`" in guide.split("## Protected branches")[1]
+    )
 
     teardown = _workflow("teardown.yml")
     assert list(teardown["on"]) == ["delete"]

@@ -141,3 +141,18 @@ def test_the_shipped_registry_is_valid():
 def test_python_dash_m_entry_point():
     result = _cli("--help")
     assert result.returncode == 0 and "registry" in result.stdout
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_summary_ends_with_where_its_tables_and_warehouse_are(tmp_path, monkeypatch):
+    registry = _registry(tmp_path, [_orders_row()], {"orders": ORDERS})
+    monkeypatch.setenv("PIPELINES_REGISTRY", str(registry))
+    monkeypatch.setenv("PIPELINES_LANDING_URL", str(tmp_path / "landing"))
+    (tmp_path / "landing" / "orders").mkdir(parents=True)
+    result = runner.invoke(app, ["run", "ingest", "-p", "dataset=orders"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"namespace test (research): tables under {tmp_path / 'data' / 'test'}; "
+        f"warehouse sqlite:///{tmp_path}/warehouse/test.sqlite"
+    )
+    json.loads(result.stdout[result.stdout.index("{") :])  # stdout is still the JSON result alone

@@ -1,8 +1,9 @@
 """Pin deployed code to a commit: a snapshot of the commit's tree that every run pulls.
 
 Prefect's ``git_clone`` pull step cannot check out a commit SHA (PrefectHQ/prefect#17904), so a
-deploy exports the commit with ``git archive`` and stores the tree under the namespace's data
-root, ``<namespace_url>/_code/<sha>/``. A run's pull step points at that folder (a local one is
+deploy exports the commit with ``git archive`` (only the top-level packages the entrypoints import
+from, so each run pulls little) and stores the tree under the namespace's data root,
+``<namespace_url>/_code/<sha>/``. A run's pull step points at that folder (a local one is
 used in place; an S3 one is copied into the run's working directory), Prefect changes into it,
 and the flow is imported as a module from there, so the run executes exactly the deployed
 commit's ``pipelines`` package, whatever copy the worker has installed.
@@ -75,9 +76,44 @@ def git_state(path: str | Path) -> GitState:
     )
 
 
-def export_commit(root: Path, commit: str, dest: Path) -> Path:
-    """Write the commit's tree (``git archive``) into dest; returns dest."""
-    archive = _git(root, "archive", "--format=tar", commit, binary=True)
+def branch_tip(root: Path, branch: str) -> tuple[str | None, list[str]]:
+    """The commit at the tip of ``branch`` (the local branch, else ``origin``'s), and the refs looked at."""
+    refs = [f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"]
+    for ref in refs:
+        found = _git(root, "rev-parse", "--verify", "-q", f"{ref}^{{commit}}")
+        if found.returncode == 0 and found.stdout.strip():
+            return found.stdout.strip(), refs
+    return None, refs
+
+
+def code_key(root: Path, commit: str, ignore: tuple[str, ...]) -> str:
+    """An id of the commit's tree without the top-level entries in ``ignore`` (deployment files).
+
+    Two commits with the same key hold the same code, so what their flows look like is the same.
+    """
+    listing = _git(root, "ls-tree", commit)
+    if listing.returncode != 0:
+        raise PipelinesError(f"git ls-tree {commit} failed in {root}: {listing.stderr.strip()}")
+    kept = [line for line in listing.stdout.splitlines() if line.split("\t", 1)[-1] not in ignore]
+    return "\n".join(kept)
+
+
+def code_roots(root: Path, commit: str, entrypoints: list[str]) -> list[str]:
+    """The top-level packages (or modules) of the commit that the entrypoints import from.
+
+    A run needs only those: shipping them alone keeps the snapshot, and each run's pull of it, small.
+    """
+    tops = sorted({entrypoint.split(":", 1)[0].split(".", 1)[0] for entrypoint in entrypoints})
+    candidates = [name for top in tops for name in (top, f"{top}.py")]
+    listing = _git(root, "ls-tree", "--name-only", commit, "--", *candidates)
+    if listing.returncode != 0:
+        raise PipelinesError(f"git ls-tree {commit} failed in {root}: {listing.stderr.strip()}")
+    return sorted(set(listing.stdout.split()))
+
+
+def export_commit(root: Path, commit: str, dest: Path, paths: list[str] | None = None) -> Path:
+    """Write the commit's tree (``git archive``), or only ``paths`` of it, into dest; returns dest."""
+    archive = _git(root, "archive", "--format=tar", commit, *(["--", *paths] if paths else []), binary=True)
     if archive.returncode != 0:
         raise PipelinesError(
             f"git archive {commit} failed in {root}: {archive.stderr.decode(errors='replace').strip()}"
@@ -143,8 +179,47 @@ class FlowInfo:
     result_problem: str | None
 
 
-def inspect_flows(code_dir: Path, entrypoints: list[str]) -> dict[str, FlowInfo | str]:
-    """Import each entrypoint from code_dir in a fresh interpreter; a FlowInfo, or the error text."""
+# What the flows of a code tree look like, by (code key, entrypoint, interpreter): importing them
+# takes seconds, and a process that deploys the same code to several namespaces needs it once.
+_INSPECTED: dict[tuple, dict] = {}
+
+
+def inspect_flows(
+    code_dir: Path, entrypoints: list[str], key: str | None = None
+) -> dict[str, FlowInfo | str]:
+    """Import each entrypoint from code_dir in a fresh interpreter; a FlowInfo, or the error text.
+
+    With ``key`` (see :func:`code_key`), entrypoints of code this process inspected already are not
+    imported again.
+    """
+    where = (key, sys.executable, os.environ.get("PYTHONPATH"))
+    known = {e: _INSPECTED[(*where, e)] for e in entrypoints if key is not None and (*where, e) in _INSPECTED}
+    missing = [e for e in entrypoints if e not in known]
+    fresh = _import_flows(code_dir, missing) if missing else {}
+    if key is not None:
+        _INSPECTED.update({(*where, e): info for e, info in fresh.items()})
+    raw = {e: known.get(e) or fresh[e] for e in entrypoints}
+    found: dict[str, FlowInfo | str] = {}
+    for entrypoint, info in raw.items():
+        if "error" in info:
+            found[entrypoint] = info["error"]
+            continue
+        file = Path(info["file"])
+        found[entrypoint] = FlowInfo(
+            entrypoint=entrypoint,
+            name=info["name"],
+            description=info["description"],
+            parameters=tuple(info["parameters"]),
+            required=tuple(info["required"]),
+            schema=info["schema"],
+            file=str(file if file.is_absolute() else code_dir / file),
+            result_problem=info["result_problem"],
+        )
+    return found
+
+
+def _import_flows(code_dir: Path, entrypoints: list[str]) -> dict[str, dict]:
+    """The raw inspection of every entrypoint; a flow file inside code_dir is given relative to it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = os.pathsep.join([str(code_dir), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -164,22 +239,10 @@ def inspect_flows(code_dir: Path, entrypoints: list[str]) -> dict[str, FlowInfo 
             f"{(proc.stderr or proc.stdout)[-3000:]}"
         )
     raw = json.loads(proc.stdout.rsplit(marker, 1)[1])
-    found: dict[str, FlowInfo | str] = {}
-    for entrypoint, info in raw.items():
-        if "error" in info:
-            found[entrypoint] = info["error"]
-            continue
-        found[entrypoint] = FlowInfo(
-            entrypoint=entrypoint,
-            name=info["name"],
-            description=info["description"],
-            parameters=tuple(info["parameters"]),
-            required=tuple(info["required"]),
-            schema=info["schema"],
-            file=info["file"],
-            result_problem=info["result_problem"],
-        )
-    return found
+    for info in raw.values():
+        if "file" in info and Path(info["file"]).resolve().is_relative_to(code_dir.resolve()):
+            info["file"] = str(Path(info["file"]).resolve().relative_to(code_dir.resolve()))
+    return raw
 
 
 # The store of snapshots ----------------------------------------------------------------------

@@ -8,12 +8,13 @@ longer than 30 s and the caller gets a bare ``TimeoutError`` or ``CancelledError
 
 ``ensure_local_api`` runs the first start-up with a bound of our own and a clear error, then keeps
 the API's lifespan open on Prefect's event-loop thread (where the client's calls and sync flow runs'
-orchestration happen) until the interpreter exits, so later clients only join it.
+orchestration happen), so later clients only join it. Prefect replaces that thread when a top-level
+flow run ends (and closes what was open on it); the next ``ensure_local_api`` holds the lifespan again
+on the new thread, which is quick once the database is migrated.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import threading
@@ -23,7 +24,9 @@ from pipelines.components.errors import PipelinesError
 START_TIMEOUT_ENV = "PIPELINES_LOCAL_API_TIMEOUT"
 DEFAULT_START_TIMEOUT = 300.0
 
-_held: dict[str, contextlib.AbstractAsyncContextManager] = {}  # database URL -> its open lifespan
+# database URL -> (Prefect's loop thread, the lifespan held open on it); the thread object, not its
+# ident: Python reuses the ident of a finished thread for the next one
+_held: dict[str, tuple[threading.Thread, contextlib.AbstractAsyncContextManager]] = {}
 _lock = threading.Lock()
 
 
@@ -55,17 +58,19 @@ def ensure_local_api(timeout: float | None = None) -> None:
     :class:`LocalApiError`, naming the database and the setting to raise, when the start-up fails or
     takes longer than ``timeout`` seconds; never waits without a bound.
     """
+    from prefect._internal.concurrency.threads import get_global_loop
     from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, PREFECT_API_URL
 
     if PREFECT_API_URL.value():
         return
     database = str(PREFECT_API_DATABASE_CONNECTION_URL.value())
     with _lock:
-        if database in _held:
+        loop_thread = get_global_loop().thread
+        if database in _held and _held[database][0] is loop_thread:
             return
         limit = start_timeout() if timeout is None else timeout
         try:
-            _held[database] = _start_and_hold(limit)
+            _held[database] = (loop_thread, _start_and_hold(limit))
         except TimeoutError:
             raise LocalApiError(
                 f"Prefect's in-process API did not start within {limit:g} s (database {database}). The machine "
@@ -78,8 +83,6 @@ def ensure_local_api(timeout: float | None = None) -> None:
                 f"{type(exc).__name__}: {exc}. Check that PREFECT_HOME is writable, or start a server and set "
                 "PREFECT_API_URL."
             ) from exc
-        if len(_held) == 1:
-            atexit.register(_release_all)
 
 
 def _on_prefect_loop(fn, timeout: float):
@@ -106,11 +109,3 @@ def _start_and_hold(timeout: float) -> contextlib.AbstractAsyncContextManager:
         return held
 
     return _on_prefect_loop(start, timeout + 30)
-
-
-def _release_all() -> None:
-    """At exit: close the held lifespans, each bounded, never holding up the interpreter."""
-    while _held:
-        _, held = _held.popitem()
-        with contextlib.suppress(Exception):
-            _on_prefect_loop(lambda held=held: held.__aexit__(None, None, None), 10)

@@ -138,6 +138,7 @@ def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path, postgre
             assert left == [], f"{name} left {left}"
 
 
+@pytest.mark.local  # real data or a subprocess: not unit-fast
 def test_unknown_benchmark_name_is_refused_with_a_suggestion(tmp_path):
     done = _bench("--only", "ingset", tmp=tmp_path)
     assert done.returncode != 0
@@ -186,7 +187,10 @@ def _toy(calls: list[str], *, fail: bool = False) -> Benchmark:
     )
 
 
-def test_sides_alternate_after_warmup_and_measurements_replace_wall_time(tmp_path):
+def test_sides_alternate_after_warmup_and_measurements_replace_wall_time(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        _harness.gc, "collect", lambda: 0
+    )  # a full collection per side is slow in pytest's heap
     calls: list[str] = []
     record = _harness.run_benchmark(_toy(calls), quick=True, runs=4, cache=tmp_path)
     sides = [c for c in calls if c in ("ours", "baseline")]
@@ -287,7 +291,10 @@ def test_isolated_python_failure_names_the_script_output(tmp_path):
         IsolatedPython("empty").run(tmp_path / "cache", script)
 
 
-def test_baseline_first_benchmarks_open_every_round_with_the_baseline(tmp_path):
+def test_baseline_first_benchmarks_open_every_round_with_the_baseline(tmp_path, monkeypatch):
+    monkeypatch.setattr(
+        _harness.gc, "collect", lambda: 0
+    )  # a full collection per side is slow in pytest's heap
     calls: list[str] = []
     spec = _toy(calls)
     spec = Benchmark(**{**spec.__dict__, "baseline_first": True})

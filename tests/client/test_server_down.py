@@ -22,6 +22,7 @@ def test_a_server_that_is_down_is_named_with_where_it_was_configured_and_the_fix
     assert "unset it to run workflows in-process instead." in message
 
 
+@pytest.mark.local  # real data or a subprocess: not unit-fast
 def test_the_same_error_comes_from_the_environment_and_the_cli(tmp_path, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}/api"
     monkeypatch.setenv("PREFECT_API_URL", url)

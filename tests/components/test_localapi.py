@@ -5,23 +5,35 @@ import pytest
 from pipelines.components import localapi
 
 
-def test_the_api_starts_once_and_later_clients_join_it_instead_of_starting_it_again(prefect_harness):
+def _held_on_loop_thread() -> dict:
     from prefect._internal.concurrency.threads import get_global_loop
     from prefect.client.base import APP_LIFESPANS
+
+    loop_thread = get_global_loop().thread.ident
+    return {key: manager for key, manager in APP_LIFESPANS.items() if key[0] == loop_thread}
+
+
+def test_the_api_starts_once_and_later_clients_join_it_instead_of_starting_it_again(prefect_harness):
+    from prefect import flow
 
     from pipelines.client import Client
 
     localapi.ensure_local_api()
-    loop_thread = get_global_loop().thread.ident
-    held = {key: manager for key, manager in APP_LIFESPANS.items() if key[0] == loop_thread}
+    held = _held_on_loop_thread()
     assert len(held) == 1
     client = Client(namespace="research-localapi")
     for _ in range(3):  # each call opens and closes a Prefect client on the loop thread
         client.runs(outputs=False)
-    after = {key: manager for key, manager in APP_LIFESPANS.items() if key[0] == loop_thread}
-    assert after == held  # the same lifespan, never stopped and started again
-    localapi.ensure_local_api()  # a second call does nothing
-    assert {k: m for k, m in APP_LIFESPANS.items() if k[0] == loop_thread} == held
+    assert _held_on_loop_thread() == held  # the same lifespan, never stopped and started again
+
+    # A top-level flow run ends by replacing Prefect's loop thread (closing what was open on it, even
+    # when the new thread gets the old one's ident); the client's next call holds the API again.
+    flow(name="localapi-probe")(lambda: 1)()
+    client.runs(outputs=False)
+    again = _held_on_loop_thread()
+    assert len(again) == 1
+    client.runs(outputs=False)
+    assert _held_on_loop_thread() == again
 
 
 @pytest.mark.unit

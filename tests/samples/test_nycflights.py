@@ -67,6 +67,7 @@ def test_one_file_per_day_and_snapshots(landing):
     assert report.late_rows == 0
 
 
+@pytest.mark.local  # real data or a subprocess: not unit-fast
 def test_late_rows_arrive_late_and_nothing_is_lost_or_doubled(landing):
     flights = package_lines("flights")
     early = land_nycflights(landing, start="2013-01-08", through="2013-01-12", late=LATE)
@@ -87,6 +88,7 @@ def test_late_rows_arrive_late_and_nothing_is_lost_or_doubled(landing):
         assert sorted(landed_lines(landing, table)) == sorted(expected)
 
 
+@pytest.mark.local  # real data or a subprocess: not unit-fast
 def test_late_file_lands_on_its_arrival_day_when_landing_day_by_day(landing):
     for day in [*DAYS, "2013-01-13"]:
         report = land_nycflights(landing, start=day, through=day, late=LATE, tables=("flights",))
@@ -95,6 +97,7 @@ def test_late_file_lands_on_its_arrival_day_when_landing_day_by_day(landing):
     assert sorted(landed_lines(landing, "flights")) == sorted(expected)
 
 
+@pytest.mark.local  # real data or a subprocess: not unit-fast
 def test_landing_twice_writes_identical_bytes(tmp_path):
     first, second = Storage(str(tmp_path / "a")), Storage(str(tmp_path / "b"))
     kwargs = {"start": "2013-01-08", "through": "2013-01-13", "late": LATE}
