@@ -78,12 +78,9 @@ class RawZone:
         """Delete staging files (and hidden temporaries in raw) older than ``older_than`` seconds."""
         fs, removed = self.storage.fs, 0
         now = time.time()
-        candidates = [p for p in self.storage.glob(f"{TMP}/*")]
-        candidates += [
-            p
-            for p in self.storage.glob(f"{raw_dir(self.dataset)}/**")
-            if p.rsplit("/", 1)[-1].startswith(".")
-        ]
+        candidates = self.storage.glob(f"{TMP}/*")
+        if not self.storage.is_s3:  # hidden temporaries of the former in-place raw writes (local only)
+            candidates += self.storage.glob(f"{raw_dir(self.dataset)}/ingest_date=*/.*")
         for rel in candidates:
             path = self.storage.path(rel)
             with contextlib.suppress(FileNotFoundError):
