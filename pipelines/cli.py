@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
+import logging
 import sys
+import traceback
 import warnings
+from collections.abc import Iterator
 from typing import Annotated
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pipelines.components.environment import get_settings
-from pipelines.components.errors import PipelinesError
+from pipelines.components.errors import PipelinesError, unknown_name
 
 warnings.filterwarnings("ignore", message=".*expression-based index.*")
 
@@ -37,9 +43,85 @@ ParamOption = Annotated[
 ]
 
 
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="On an error, also print its traceback and Prefect's own logs of it."),
+    ] = False,
+) -> None:
+    """Registry-driven data pipelines on Prefect 2: run, inspect and deploy them."""
+
+
+def _debugging() -> bool:
+    context = click.get_current_context(silent=True)
+    return bool(context and context.find_root().params.get("debug"))
+
+
 def _fail(exc: Exception) -> None:
+    """Print one `error:` block (the message says what, where and the fix) and exit 1; --debug adds the traceback."""
+    if _debugging():
+        err.print("".join(traceback.format_exception(exc)), highlight=False, markup=False, soft_wrap=True)
     err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
+
+
+def _expected_names() -> set[str]:
+    names, pending = set(), [PipelinesError]
+    while pending:
+        cls = pending.pop()
+        names.add(cls.__name__)
+        pending.extend(cls.__subclasses__())
+    return names
+
+
+class _QuietExpectedFailures(logging.Filter):
+    """Drops the console copies Prefect logs of an expected error (its traceback, the failed-state line).
+
+    The CLI prints that error once itself; the records still reach Prefect's API (the UI keeps them).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], PipelinesError):
+            return False
+        if record.levelno < logging.ERROR:
+            return True
+        message = record.getMessage()
+        return not any(f"{name}: " in message for name in _expected_names())
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Run a command body: an expected error (PipelinesError) becomes one `error:` block, no traceback."""
+    quiet, handlers = _QuietExpectedFailures(), []
+    if not _debugging() and "prefect" in sys.modules:  # Prefect configured its console handlers on import
+        handlers = [h for h in logging.getLogger().handlers if type(h).__name__ != "APILogHandler"]
+        for handler in handlers:
+            handler.addFilter(quiet)
+    try:
+        yield
+    except PipelinesError as exc:
+        _fail(exc)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+
+
+def _check_dataset(dataset: str) -> None:
+    """Answer an unknown dataset name from the registry CSV alone, before Prefect and GX are imported.
+
+    Only the names are read (contracts are parsed, and GX imported, by the workflow itself); a
+    registry that cannot be read is left for the workflow to report in full.
+    """
+    try:
+        path = get_settings().registry_path
+        with open(path, newline="", encoding="utf-8") as handle:
+            names = [(row.get("name") or "").strip() for row in csv.DictReader(handle)]
+    except (OSError, UnicodeDecodeError, csv.Error, PipelinesError):
+        return
+    names = [n for n in names if n]
+    if names and dataset not in names:
+        _fail(unknown_name("dataset", dataset, names))
 
 
 def _print_json(data) -> None:
@@ -51,19 +133,15 @@ def env_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
     """Show the namespace, its kind, every setting and where it came from (secrets masked)."""
-    from pipelines.components.secrets import MASK, find_secret
+    from pipelines.components.secrets import MASK, find_secret, mask_credentials
 
-    try:
+    with _user_errors():
         settings = get_settings()
-    except PipelinesError as exc:
-        _fail(exc)
     rows = []
     for info in settings.describe():
         value = info.value
         if info.name == "warehouse_url" and value:
-            import sqlalchemy as sa
-
-            value = sa.engine.make_url(value).render_as_string(hide_password=True)
+            value = mask_credentials(value)
         rows.append({"setting": info.name, "value": value, "origin": info.origin})
     for name in KNOWN_SECRETS:
         found = find_secret(name, use_blocks=settings.prefect_api_url is not None)
@@ -102,19 +180,26 @@ def run_command(
     """Run a workflow or cookbook locally as plain Python and print its result as JSON."""
     from pipelines.components.discovery import check_params, find, parse_params, to_jsonable
 
-    try:
+    with _user_errors():
         entry = find(name)
         params = parse_params(param or [])
+    if isinstance(params.get("dataset"), str):
+        _check_dataset(params["dataset"])
+    with _user_errors():
         flow = entry.load()
         check_params(flow, params)
-    except PipelinesError as exc:
-        _fail(exc)
-    try:
+    with _user_errors():
+        _start_local_api()
         result = flow(**params)
-    except PipelinesError as exc:
-        _fail(exc)
     _print_json(to_jsonable(result))
     _print_where()
+
+
+def _start_local_api() -> None:
+    """Without a Prefect server, start Prefect's in-process API once, bounded, with a clear error if it cannot."""
+    from pipelines.components.localapi import ensure_local_api
+
+    ensure_local_api()
 
 
 def _print_where() -> None:
@@ -151,19 +236,24 @@ def submit_command(
     namespace: Annotated[
         str | None, typer.Option("--namespace", help="Namespace (default: resolved like `pipelines env`).")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow submitting into serving from another namespace.")
+    ] = False,
 ) -> None:
     """Submit a run: to the namespace's deployment on a Prefect server, or in this process without one."""
+    from pipelines.components.discovery import find
+
+    with _user_errors():
+        find(name)
     from pipelines.client import Client
     from pipelines.components.parameters import parse_pairs
 
-    try:
-        client = Client(namespace=namespace)
+    with _user_errors():
+        client = Client(namespace=namespace, force=force)
         workflow = client.workflow(name)
         run = client.submit(
             name, idempotency_key=idempotency_key, **parse_pairs(param or [], workflow.schema)
         )
-    except PipelinesError as exc:
-        _fail(exc)
     if client.mode == "server" and not wait:
         _print_json(
             {
@@ -178,10 +268,8 @@ def submit_command(
     if not wait:
         err.print("No Prefect server is configured: the run executes in this process, so this waits for it.")
     err.print(f"submitted {name} run {run.id}" + (f": {run.url}" if run.url else ""), highlight=False)
-    try:
+    with _user_errors():
         outputs = run.wait(timeout=timeout).outputs
-    except PipelinesError as exc:
-        _fail(exc)
     _print_json(outputs)
 
 
@@ -209,10 +297,8 @@ def registry_list_command() -> None:
     """List the datasets the registry declares."""
     from pipelines.components.registry import load_registry
 
-    try:
+    with _user_errors():
         registry = load_registry(get_settings().registry_path)
-    except PipelinesError as exc:
-        _fail(exc)
     for spec in registry:
         key = "|".join(spec.primary_key) or "-"
         console.print(
@@ -229,18 +315,19 @@ def ingest_command(
     ] = False,
 ) -> None:
     """Ingest a dataset: landing -> raw (kept) -> cleaned Delta table; prints the result as JSON."""
+    _check_dataset(dataset)
     from pipelines.components.discovery import to_jsonable
     from pipelines.components.quality import ValidationFailedError
     from pipelines.workflows.ingest import ingest
 
-    try:
-        result = ingest(dataset=dataset, full_refresh=full_refresh)
-    except ValidationFailedError as exc:
-        if exc.result is not None:
-            _print_json(to_jsonable(exc.result))
-        _fail(exc)
-    except PipelinesError as exc:
-        _fail(exc)
+    with _user_errors():
+        try:
+            _start_local_api()
+            result = ingest(dataset=dataset, full_refresh=full_refresh)
+        except ValidationFailedError as exc:
+            if exc.result is not None:
+                _print_json(to_jsonable(exc.result))
+            raise
     _print_json(to_jsonable(result))
 
 
@@ -252,18 +339,19 @@ def validate_command(
     ] = None,
 ) -> None:
     """Re-validate a dataset (or one partition) against its contract; exit code 1 when an error fails."""
+    _check_dataset(dataset)
     from pipelines.components.discovery import to_jsonable
     from pipelines.components.quality import ValidationFailedError
     from pipelines.workflows.validate import validate
 
-    try:
-        result = validate(dataset=dataset, partition=partition)
-    except ValidationFailedError as exc:
-        if exc.result is not None:
-            _print_json(to_jsonable(exc.result))
-        _fail(exc)
-    except PipelinesError as exc:
-        _fail(exc)
+    with _user_errors():
+        try:
+            _start_local_api()
+            result = validate(dataset=dataset, partition=partition)
+        except ValidationFailedError as exc:
+            if exc.result is not None:
+                _print_json(to_jsonable(exc.result))
+            raise
     _print_json(to_jsonable(result))
 
 
@@ -275,13 +363,13 @@ def aggregate_command(
     ] = False,
 ) -> None:
     """Build an aggregated dataset, recomputing only the partitions touched upstream; prints the result as JSON."""
+    _check_dataset(dataset)
     from pipelines.components.discovery import to_jsonable
     from pipelines.workflows.aggregate import aggregate
 
-    try:
+    with _user_errors():
+        _start_local_api()
         result = aggregate(dataset=dataset, full_refresh=full_refresh)
-    except PipelinesError as exc:
-        _fail(exc)
     _print_json(to_jsonable(result))
 
 
@@ -293,13 +381,13 @@ def cleanup_command(
     ] = False,
 ) -> None:
     """Remove the stale partitions of an aggregated dataset; prints the result as JSON."""
+    _check_dataset(dataset)
     from pipelines.components.discovery import to_jsonable
     from pipelines.workflows.cleanup import cleanup
 
-    try:
+    with _user_errors():
+        _start_local_api()
         result = cleanup(dataset=dataset, dry_run=dry_run)
-    except PipelinesError as exc:
-        _fail(exc)
     _print_json(to_jsonable(result))
 
 
@@ -322,10 +410,8 @@ def deploy_command(
     """Deploy every prefect.yaml entry as <flow>/<namespace>, pinned to this commit; prune the rest."""
     from pipelines.deploy import deploy
 
-    try:
+    with _user_errors():
         report = deploy(branch, namespace=namespace, prefect_file=prefect_file, api_url=api_url)
-    except PipelinesError as exc:
-        _fail(exc)
     if as_json:
         _print_json(report.model_dump(mode="json") | {"changed": report.changed})
         return
@@ -359,10 +445,8 @@ def teardown_command(
     """Remove a namespace's deployments and work queue (and with --purge-data its data)."""
     from pipelines.deploy import teardown
 
-    try:
+    with _user_errors():
         report = teardown(branch, namespace=namespace, purge_data=purge_data, force=force)
-    except PipelinesError as exc:
-        _fail(exc)
     if as_json:
         _print_json(report.model_dump(mode="json"))
         return
@@ -428,13 +512,13 @@ def share_command(
     ] = False,
 ) -> None:
     """Share a dataset into the warehouse (only what changed); prints the result as JSON."""
+    _check_dataset(dataset)
     from pipelines.components.discovery import to_jsonable
     from pipelines.workflows.share import share
 
-    try:
+    with _user_errors():
+        _start_local_api()
         result = share(dataset=dataset, mode=mode, full_refresh=full_refresh)
-    except PipelinesError as exc:
-        _fail(exc)
     _print_json(to_jsonable(result))
 
 

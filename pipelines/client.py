@@ -41,8 +41,14 @@ import httpx
 import polars as pl
 
 from pipelines.components.discovery import discover, to_jsonable
-from pipelines.components.environment import Settings, get_settings, settings_overrides
-from pipelines.components.errors import ConfigError, PipelinesError, UnknownNameError, did_you_mean
+from pipelines.components.environment import Kind, Settings, get_settings, kind_of, settings_overrides
+from pipelines.components.errors import (
+    ConfigError,
+    NamespaceIsolationError,
+    PipelinesError,
+    UnknownNameError,
+    did_you_mean,
+)
 from pipelines.components.parameters import (
     Parameter,
     ParameterError,
@@ -461,9 +467,12 @@ class _RunThread(threading.Thread):
 class Client:
     """Submit workflows of one namespace and read their runs, against a Prefect server or in-process."""
 
-    def __init__(self, namespace: str | None = None, api_url: str | None = None) -> None:
+    def __init__(
+        self, namespace: str | None = None, api_url: str | None = None, *, force: bool = False
+    ) -> None:
         self.settings: Settings = get_settings(namespace=namespace, prefect_api_url=api_url)
         self.namespace = self.settings.namespace
+        self._force = force
         self.api_url = self.settings.prefect_api_url
         self.mode = "server" if self.api_url else "in-process"
         self._lock = threading.Lock()
@@ -647,6 +656,7 @@ class Client:
         re-executed notebook cell does not duplicate work); reusing a key with other parameters is
         an error.
         """
+        self._check_serving_write(name)
         workflow, deployment = self._resolve(name)
         preset = list(deployment.parameters or {}) if deployment is not None else []
         check_parameters(name, workflow.schema, params, preset=preset)
@@ -659,6 +669,18 @@ class Client:
         if deployment is not None:
             return self._submit_to_server(workflow, deployment, params, idempotency_key)
         return self._submit_in_process(workflow, params, idempotency_key)
+
+    def _check_serving_write(self, name: str) -> None:
+        """Submitting into serving from another namespace needs force=True, as teardown's purge does."""
+        if self.settings.kind is not Kind.SERVING or self._force:
+            return
+        context = get_settings(prefect_api_url=self.api_url).namespace
+        if kind_of(context) is not Kind.SERVING:
+            raise NamespaceIsolationError(
+                f"Refusing to submit {name} into the serving namespace from namespace {context!r}: serving is "
+                "what production reads. If you really mean to write there, submit again with --force "
+                "(Client(namespace='serving', force=True)); to try it out, submit to your own namespace."
+            )
 
     @staticmethod
     def _check_reuse(run_id, key: str, workflow: Workflow, stored: dict, expected: dict) -> None:

@@ -7,6 +7,7 @@ reason), :func:`collapse_duplicates` (last-wins on the primary key).
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -55,11 +56,19 @@ def _rejects_frame(rejects: list[dict]) -> pl.DataFrame:
 
 @dataclass
 class Parsed:
-    """One raw file parsed to text columns, plus what could not be parsed."""
+    """One raw file (or one record-aligned chunk of it) parsed to text columns, plus what could not be parsed.
+
+    Every record the bytes hold is accounted for: ``rows_in`` == frame rows + rejects with a line
+    number (> 0). A reject with line 0 rejects the whole input and carries the reason. ``lines`` is the
+    number of physical lines read (header included) and ``blank_lines`` those that held no record, so
+    for CSV ``lines`` == header lines + lines of the records + ``blank_lines``.
+    """
 
     frame: pl.DataFrame
     rejects: pl.DataFrame = field(default_factory=empty_quarantine)
     rows_in: int = 0
+    lines: int = 0
+    blank_lines: int = 0
 
 
 def _reject(source: str, line: int, rule: str, reason: str, record: str = "", column: str = "") -> dict:
@@ -73,62 +82,243 @@ def _reject(source: str, line: int, rule: str, reason: str, record: str = "", co
     }
 
 
+# sniffing and decoding -----------------------------------------------------------------------
+
+SNIFF_BYTES = 64 * 1024
+"""How many leading bytes :func:`sniff` needs to decide a file's BOM, encoding and line endings."""
+
+_BOMS = (  # UTF-32 first: the UTF-32LE mark starts with the UTF-16LE one
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xfe\xff", "utf-16-be"),
+    (b"\xff\xfe", "utf-16-le"),
+)
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """How to read a text file, decided once from its first bytes (see :func:`sniff`).
+
+    ``encoding`` is a Python codec name, ``bom`` the byte-order mark the file starts with (b"" if
+    none), ``newline`` one of "\\n", "\\r\\n", "\\r"; ``problem`` says why the file cannot be read
+    as text at all (then the file is rejected whole with that reason).
+    """
+
+    encoding: str
+    bom: bytes = b""
+    newline: str = "\n"
+    problem: str | None = None
+
+
+def codec_name(encoding: str | None) -> str:
+    """The Python codec for a contract's ``source.encoding`` (utf8, UTF-16LE, latin-1, cp1252, ...).
+
+    Raises LookupError for a name Python does not know.
+    """
+    name = str(encoding or "utf8").strip().lower()
+    unicode = re.fullmatch(r"utf[-_ ]?(8|16|32)[-_ ]?(le|be|sig)?", name)
+    if unicode:
+        size, suffix = unicode.groups()
+        return "utf-8" if size == "8" else f"utf-{size}" + (f"-{suffix}" if suffix in ("le", "be") else "")
+    return codecs.lookup(name).name
+
+
+def _wide_text_guess(head: bytes) -> tuple[str, str] | None:
+    """(what, contract value) when NUL bytes sit between the characters as in UTF-16/32 without a BOM."""
+    sample = head[:4096]
+    quarter = len(sample) // 4
+    if quarter < 2 or sample.count(0) < len(sample) // 8:
+        return None
+    nuls = [sample[i::4].count(0) / quarter for i in range(4)]
+    many, few = [n > 0.6 for n in nuls], [n < 0.1 for n in nuls]
+    if few[0] and all(many[1:]):
+        return "UTF-32LE", "utf-32-le"
+    if all(many[:3]) and few[3]:
+        return "UTF-32BE", "utf-32-be"
+    if few[0] and few[2] and many[1] and many[3]:
+        return "UTF-16LE", "utf-16-le"
+    if many[0] and many[2] and few[1] and few[3]:
+        return "UTF-16BE", "utf-16-be"
+    if sample.count(0) > len(sample) // 4:
+        return "binary data", ""
+    return None
+
+
+def _newline(sample: str) -> str:
+    crlf = sample.count("\r\n")
+    cr, lf = sample.count("\r") - crlf, sample.count("\n") - crlf
+    if cr and not lf and not crlf:
+        return "\r"
+    return "\r\n" if crlf and not lf else "\n"
+
+
+def sniff(head: bytes, encoding: str | None = "utf8", source: str = "the file") -> Sniffed:
+    """Decide a text file's encoding, BOM and line endings from its first bytes (:data:`SNIFF_BYTES`).
+
+    A BOM (UTF-8/16/32) wins over ``encoding`` (the contract's ``source.encoding``). Without one,
+    a file whose NUL bytes sit between its characters (UTF-16/32 without a BOM) or that is mostly
+    NUL (binary) gets a ``problem`` instead of being parsed into garbage. Call it once per file;
+    :func:`parse_raw` calls it itself when it is given a whole file.
+    """
+    bom, codec = next(((mark, name) for mark, name in _BOMS if head.startswith(mark)), (b"", ""))
+    if not bom:
+        try:
+            codec = codec_name(encoding)
+        except LookupError:
+            return Sniffed(
+                encoding=str(encoding),
+                problem=f"unknown encoding {encoding!r} in the contract's source.encoding; "
+                "use a Python codec name such as utf8, latin-1, cp1252 or utf-16-le.",
+            )
+        if not codec.startswith(("utf-16", "utf-32")):
+            guess = _wide_text_guess(head)
+            if guess and guess[1]:
+                return Sniffed(
+                    encoding=codec,
+                    problem=f"{source} looks like {guess[0]} without a byte-order mark (NUL bytes between "
+                    f"its characters), not {encoding}; set source.encoding: {guess[1]} in the contract (or "
+                    "have the provider send UTF-8) and reprocess with full_refresh.",
+                )
+            if guess:
+                return Sniffed(
+                    encoding=codec,
+                    problem=f"{source} is binary data (over a quarter of its first bytes are NUL), not "
+                    f"{encoding} text; check that the source pattern matches only the data files.",
+                )
+    sample = head[len(bom) : len(bom) + SNIFF_BYTES].decode(codec, errors="ignore")
+    return Sniffed(encoding=codec, bom=bom, newline=_newline(sample))
+
+
 def decode_text(data: bytes, encoding: str, source: str) -> tuple[str | None, str | None]:
     """Decode bytes; returns (text, None) or (None, reason naming the byte and the fix)."""
-    encoding = (encoding or "utf8").lower().replace("-", "")
-    codec = "utf-8-sig" if encoding in ("utf8", "utf8sig") else encoding
+    shown = (encoding or "utf8").lower().replace("-", "")
     try:
-        return data.decode(codec), None
+        codec = codec_name(encoding)
+    except LookupError:
+        return None, (
+            f"unknown encoding {encoding!r} in the contract's source.encoding; "
+            "use a Python codec name such as utf8, latin-1, cp1252 or utf-16-le."
+        )
+    try:
+        return data.decode("utf-8-sig" if codec == "utf-8" else codec), None
     except UnicodeDecodeError as exc:
         bad = data[exc.start : exc.start + 1].hex()
         return None, (
-            f"{source} is not valid {encoding} (byte 0x{bad} at offset {exc.start}); if the provider sends "
+            f"{source} is not valid {shown} (byte 0x{bad} at offset {exc.start}); if the provider sends "
             "another encoding, set source.encoding in the contract (e.g. latin-1) and reprocess with full_refresh."
         )
-    except LookupError:
+    except (UnicodeError, ValueError) as exc:
         return (
             None,
-            f"unknown encoding {encoding!r} in the contract's source.encoding; use e.g. utf8 or latin-1.",
+            f"{source} could not be decoded as {shown}: {exc}; check source.encoding in the contract.",
         )
 
 
-def parse_raw(data: bytes, name: str, fmt: str, contract: Contract, source: str, seq_base: int = 0) -> Parsed:
+def to_utf8(data: bytes, sniffed: Sniffed, source: str) -> tuple[bytes | None, str | None]:
+    """The bytes re-encoded as the parsers read them (UTF-8, "\\n" or "\\r\\n" line ends, no BOM).
+
+    Returns (bytes, None) or (None, reason). UTF-8 input is passed through (its validity is checked
+    by the parser, which names the offending byte); a BOM is dropped only where the bytes start with it,
+    so a chunk of a file can be converted with the file's :class:`Sniffed`.
+    """
+    if sniffed.problem:
+        return None, sniffed.problem
+    if sniffed.bom and data.startswith(sniffed.bom):
+        data = data[len(sniffed.bom) :]
+    if sniffed.encoding == "utf-8":
+        return (data.replace(b"\r", b"\n") if sniffed.newline == "\r" else data), None
+    text, problem = decode_text(data, sniffed.encoding, source)
+    if problem:
+        return None, problem
+    if sniffed.newline == "\r":
+        text = text.replace("\r", "\n")
+    return text.encode("utf-8"), None
+
+
+# parsing -------------------------------------------------------------------------------------
+
+_TEXT_FORMATS = ("csv", "ndjson", "json")
+_FORMATS = (*_TEXT_FORMATS, "parquet", "sql")
+
+
+def parse_raw(
+    data: bytes,
+    name: str,
+    fmt: str,
+    contract: Contract,
+    source: str,
+    seq_base: int = 0,
+    *,
+    sniffed: Sniffed | None = None,
+    line_offset: int = 0,
+) -> Parsed:
     """Parse one raw file's bytes into text columns with lineage, or reject it whole with a reason.
 
     ``name`` is the file name (a ``.gz`` suffix means gzip); ``source`` is what lineage records.
     Columns: every field as text (parquet keeps its types), plus _source_file, _source_line
     (CSV/NDJSON line, JSON record number) and _seq (arrival order, for deterministic last-wins).
+    A text file is sniffed (:func:`sniff`) unless ``sniffed`` is given, as it must be for a chunk
+    of a file (the chunk then carries the header line first); ``line_offset`` is added to the line
+    numbers of such a chunk. Nothing raises for bad input: a file that cannot be decoded or parsed
+    at all is rejected whole with the reason.
     """
+    if fmt not in _FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(_FORMATS)}")
     if name.endswith(".gz"):
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            return _whole_file_rejected(source, "unreadable_file", f"{source} is not valid gzip: {exc}")
-    if not data.strip():
-        return Parsed(frame=pl.DataFrame(), rows_in=0)
-    if fmt == "csv":
-        parsed = _parse_csv(data, contract, source)
-    elif fmt == "ndjson":
-        parsed = _parse_ndjson(data, contract, source)
-    elif fmt == "json":
-        parsed = _parse_json(data, contract, source)
-    elif fmt in ("parquet", "sql"):
-        try:
-            frame = pl.read_parquet(io.BytesIO(data))
         except Exception as exc:
-            return _whole_file_rejected(source, "unreadable_file", f"{source} is not readable parquet: {exc}")
-        parsed = Parsed(frame=frame.with_row_index(SOURCE_LINE, offset=1), rows_in=frame.height)
-    else:
-        raise ValueError(f"unknown format {fmt!r}")
+            return _whole_file_rejected(source, "unreadable_file", f"{source} is not valid gzip: {exc}")
+    if fmt in _TEXT_FORMATS:
+        if sniffed is None:
+            sniffed = sniff(data[:SNIFF_BYTES], contract.source.get("encoding", "utf8"), source)
+        data, problem = to_utf8(data, sniffed, source)
+        if problem:
+            return _whole_file_rejected(source, "encoding", problem)
+    if not data[:256].strip() and not data.strip():  # the whole strip (a copy) only when it can be blank
+        return Parsed(frame=pl.DataFrame(), rows_in=0)
+    try:
+        parsed = _parse(data, fmt, contract, source)
+    except (Exception, pl.exceptions.PanicException) as exc:
+        reason = f"{source} could not be parsed as {fmt} ({type(exc).__name__}: {str(exc)[:300]})"
+        parsed = _every_line_rejected(data, source, reason) if fmt in _TEXT_FORMATS else None
+        if parsed is None:
+            return _whole_file_rejected(source, "unreadable_file", reason)
     frame = parsed.frame
     if frame.width:
         frame = frame.with_columns(
             pl.lit(source).alias(SOURCE_FILE),
-            pl.col(SOURCE_LINE).cast(pl.Int64),
+            (
+                pl.col(SOURCE_LINE).cast(pl.Int64) + line_offset
+                if line_offset
+                else pl.col(SOURCE_LINE).cast(pl.Int64)
+            ).alias(SOURCE_LINE),
             (pl.lit(seq_base, pl.Int64) + pl.col(SOURCE_LINE).cast(pl.Int64)).alias(SEQ),
         )
     parsed.frame = frame
+    if line_offset and parsed.rejects.height:
+        line = pl.col("source_line")
+        parsed.rejects = parsed.rejects.with_columns(
+            pl.when(line > 0).then(line + line_offset).otherwise(line).alias("source_line")
+        )
     return parsed
+
+
+def _parse(data: bytes, fmt: str, contract: Contract, source: str) -> Parsed:
+    if fmt == "csv":
+        return _parse_csv(data, contract, source)
+    if fmt == "ndjson":
+        return _parse_ndjson(data, source)
+    if fmt == "json":
+        return _parse_json(data, contract, source)
+    try:
+        frame = pl.read_parquet(io.BytesIO(data))
+    except (Exception, pl.exceptions.PanicException) as exc:
+        return _whole_file_rejected(source, "unreadable_file", f"{source} is not readable parquet: {exc}")
+    return _without_nul_rows(
+        Parsed(frame=frame.with_row_index(SOURCE_LINE, offset=1), rows_in=frame.height), source
+    )
 
 
 def _whole_file_rejected(source: str, rule: str, reason: str) -> Parsed:
@@ -138,16 +328,130 @@ def _whole_file_rejected(source: str, rule: str, reason: str) -> Parsed:
     )
 
 
-def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
+def _every_line_rejected(data: bytes, source: str, reason: str) -> Parsed:
+    """Reject a text file whole, keeping each non-blank line's text as its own quarantine row."""
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n")
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    rejects = [_reject(source, 0, "unreadable_file", f"{reason}; every line is quarantined as it was")]
+    rejects += [
+        _reject(source, n, "unreadable_file", f"line {n}: not parsed ({reason})", record=line)
+        for n, line in enumerate(lines, start=1)
+        if line.strip()
+    ]
+    return Parsed(
+        frame=pl.DataFrame(),
+        rejects=_rejects_frame(rejects),
+        rows_in=len(rejects) - 1,
+        lines=len(lines),
+        blank_lines=len(lines) - len(rejects) + 1,
+    )
+
+
+def _nul_reason(where: str, column: str) -> str:
+    return (
+        f"{where}: column {column!r} contains a NUL character (0x00), which PostgreSQL cannot store; "
+        "fix the source (the provider's export) or clean the value upstream, then land the file again."
+    )
+
+
+def _without_nul_rows(parsed: Parsed, source: str) -> Parsed:
+    """Move rows whose text holds a NUL character to the rejects (typed sources: parquet, SQL)."""
+    frame = parsed.frame
+    texts = [c for c, t in frame.schema.items() if t == pl.String and c not in LINEAGE]
+    if not texts or not frame.height:
+        return parsed
+    flags = [pl.col(c).str.contains("\x00", literal=True).fill_null(False) for c in texts]
+    mask = frame.select(pl.any_horizontal(flags)).to_series()
+    if not mask.any():
+        return parsed
+    bad = frame.filter(mask)
+    rows = bad.select(
+        pl.col(SOURCE_LINE),
+        pl.coalesce([pl.when(f).then(pl.lit(c)) for f, c in zip(flags, texts, strict=True)]).alias("column"),
+        pl.struct([pl.col(c).cast(pl.String) for c in frame.columns if c not in LINEAGE])
+        .struct.json_encode()
+        .alias("record"),
+    )
+    rejects = [
+        _reject(
+            source, line, "nul_character", _nul_reason(f"row {line}", column), record=record, column=column
+        )
+        for line, column, record in rows.iter_rows()
+    ]
+    parsed.frame = frame.filter(~mask)
+    parsed.rejects = pl.concat([parsed.rejects, _rejects_frame(rejects)], how="vertical_relaxed")
+    return parsed
+
+
+def _csv_options(contract: Contract) -> tuple[str, str | None]:
     opts = contract.source
-    separator = str(opts.get("delimiter", ","))
     quote = opts.get("quote", '"')
-    encoding = str(opts.get("encoding", "utf8")).lower().replace("-", "")
-    if encoding not in ("utf8", "utf8sig"):
-        text, problem = decode_text(data, encoding, source)
-        if problem:
-            return _whole_file_rejected(source, "encoding", problem)
-        data = text.encode("utf-8")
+    return str(opts.get("delimiter", ",")), (str(quote) if quote else None)
+
+
+def _physical_lines(data: bytes) -> int:
+    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+
+
+def _split_fields(body: str, separator: str, quote: str | None) -> list[str]:
+    """One record's fields; quoted fields unescaped ("a""b" -> a"b). Raises csv.Error."""
+    if not quote or quote not in body:
+        return body.split(separator)
+    # One text item: a line end inside quotes stays in the field; one outside them is a csv.Error.
+    return next(csv.reader([body], delimiter=separator, quotechar=quote, strict=True))
+
+
+def _header_cells(data: bytes, separator: str, quote: str | None) -> list[str] | None:
+    """The first line's cells unescaped like data cells, when the header is quoted (else None)."""
+    end = data.find(b"\n")
+    first = (data if end < 0 else data[:end]).rstrip(b"\r")
+    if not quote or quote.encode() not in first:
+        return None
+    try:
+        return _split_fields(first.decode("utf-8"), separator, quote)
+    except (csv.Error, UnicodeDecodeError):
+        return None
+
+
+def _unique_names(cells: list[str]) -> list[str]:
+    """Header cells as column names; a repeated name gets polars' `_duplicated_<n>` suffix."""
+    seen: dict[str, int] = {}
+    names = []
+    for cell in cells:
+        if cell in seen:
+            names.append(f"{cell}_duplicated_{seen[cell]}")
+            seen[cell] += 1
+        else:
+            names.append(cell)
+            seen[cell] = 0
+    return names
+
+
+def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
+    """Fast path: polars, accepted only when it gives one row per physical line after the header.
+
+    Otherwise a file whose only problem is a few lines with a broken quote is read by polars with
+    those lines taken out (:func:`_parse_csv_repaired`); anything else (a quoted field spanning
+    lines, a short or blank line, a NUL byte, a polars error or panic) by :func:`_parse_csv_scanned`.
+    Both account for every line.
+    """
+    separator, quote = _csv_options(contract)
+    if b"\x00" in data:
+        return _parse_csv_scanned(data, separator, quote, source)
+    frame, error = _polars_rows(data, separator, quote)
+    if error and ("utf-8" in error.lower() or "utf8" in error.lower()):
+        _, problem = decode_text(data, "utf8", source)
+        return _whole_file_rejected(source, "encoding", problem or f"{source}: {error}")
+    if frame is not None:
+        return Parsed(frame=frame, rows_in=frame.height, lines=_physical_lines(data))
+    repaired = _parse_csv_repaired(data, separator, quote, source)
+    return repaired if repaired is not None else _parse_csv_scanned(data, separator, quote, source)
+
+
+def _polars_rows(data: bytes, separator: str, quote: str | None) -> tuple[pl.DataFrame | None, str | None]:
+    """(rows, None) when polars reads one row per physical line after the header, else (None, its error)."""
     try:
         frame = pl.read_csv(
             data,
@@ -158,65 +462,202 @@ def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
             row_index_offset=2,
             raise_if_empty=False,
         )
-    except pl.exceptions.ComputeError as exc:
-        if "utf-8" in str(exc).lower() or "utf8" in str(exc).lower():
-            _, problem = decode_text(data, "utf8", source)
-            return _whole_file_rejected(source, "encoding", problem or f"{source}: {exc}")
-        return _parse_csv_strict(data, separator, quote, source)
-    if frame.width > 1:
-        last = frame.columns[-1]
-        # polars fills a short line's missing fields with null; confirm such rows line by line.
-        if frame.get_column(last).null_count():
-            return _parse_csv_strict(data, separator, quote, source)
-    return Parsed(frame=frame, rows_in=frame.height)
+    except (Exception, pl.exceptions.PanicException) as exc:
+        return None, str(exc)
+    if frame.height != _physical_lines(data) - 1:
+        return None, None
+    if frame.width > 1 and frame.get_column(frame.columns[-1]).null_count():  # maybe a short line
+        return None, None
+    cells = _header_cells(data, separator, quote)
+    if cells is not None and len(cells) == frame.width - 1:
+        frame.columns = [SOURCE_LINE, *_unique_names(cells)]
+    return frame, None
 
 
-def _parse_csv_strict(data: bytes, separator: str, quote: str | None, source: str) -> Parsed:
-    """Line-by-line CSV reading for files the fast path could not vouch for."""
+def _broken_quote_reason(line: int, width: int) -> str:
+    return (
+        f"line {line}: a quote opens a field that does not close on this line and the record it would start "
+        f"is not {width} fields; this line was quarantined and the lines after it were read on their own. "
+        "Fix the quoting in the source."
+    )
+
+
+def _parse_csv_repaired(data: bytes, separator: str, quote: str | None, source: str) -> Parsed | None:
+    """Take out the lines whose quote never closes (and blank lines), and let polars read the rest.
+
+    A light scan matches each record with the scanner's pattern; fields are split only for a record
+    that spans lines. Returns None, for :func:`_parse_csv_scanned` to read the file, when there is
+    nothing to take out, or anything else: a multi-line record that is whole, an odd header, or rows
+    polars still cannot vouch for.
+    """
+    if not quote or not (separator.isascii() and quote.isascii()):
+        return None
+    pattern = re.compile(_record_pattern(separator, quote).pattern.encode())
+    size, pos, line = len(data), 0, 1
+    width: int | None = None
+    removed: list[tuple[int, int, int]] = []  # (line, start, end) of each line taken out
+    rejects: list[dict] = []
+    blank = 0
+    while pos < size:
+        newline = data.find(b"\n", pos)
+        line_end = size if newline < 0 else newline + 1
+        match = pattern.match(data, pos)
+        end = match.end() if match is not None else -1
+        if match is not None and end <= line_end:  # a one-line record
+            body = data[pos:end].rstrip(b"\r\n")
+            if width is None:
+                try:
+                    width = (
+                        len(_split_fields(body.decode("utf-8"), separator, quote)) if body.strip() else None
+                    )
+                except (csv.Error, UnicodeDecodeError):
+                    return None
+                if width is None:
+                    return None
+            elif not body.strip():
+                blank += 1
+                removed.append((line, pos, end))
+            pos, line = end, line + 1
+            continue
+        if width is None:
+            return None
+        if match is not None:  # spans lines: whole (then the scanner reads it) or a broken quote
+            try:
+                text = data[pos:end].decode("utf-8").replace("\r\n", "\n").removesuffix("\n")
+                if len(_split_fields(text, separator, quote)) == width:
+                    return None
+            except (csv.Error, UnicodeDecodeError):
+                pass
+        record = data[pos:line_end].rstrip(b"\r\n").decode("utf-8", errors="replace")
+        rejects.append(
+            _reject(source, line, "malformed_line", _broken_quote_reason(line, width), record=record)
+        )
+        removed.append((line, pos, line_end))
+        pos, line = line_end, line + 1
+    if not rejects:
+        return None
+    parts, start = [], 0
+    for _, begin, finish in removed:
+        parts.append(data[start:begin])
+        start = finish
+    parts.append(data[start:])
+    frame, _ = _polars_rows(b"".join(parts), separator, quote)
+    total = _physical_lines(data)
+    numbers = pl.int_range(2, total + 1, eager=True, dtype=pl.Int64)
+    numbers = numbers.filter(~numbers.is_in([n for n, _, _ in removed]))
+    if frame is None or frame.height != numbers.len():
+        return None
+    return Parsed(
+        frame=frame.with_columns(numbers.alias(SOURCE_LINE)),
+        rejects=_rejects_frame(rejects),
+        rows_in=frame.height + len(rejects),
+        lines=total,
+        blank_lines=blank,
+    )
+
+
+def _record_pattern(separator: str, quote: str | None) -> re.Pattern:
+    """One CSV record from the current position: fields, then a line end or the end of the text.
+
+    A quoted field may hold separators, doubled quotes and line ends; a quote that never closes
+    makes the match fail, which marks the line as broken. Possessive quantifiers: no backtracking.
+    """
+    s = re.escape(separator)
+    if quote:
+        q = re.escape(quote)
+        field = rf"(?:{q}(?:[^{q}]|{q}{q})*+{q}[^{s}\n]*+|(?!{q})[^{s}\n]*+)"
+    else:
+        field = rf"[^{s}\n]*+"
+    return re.compile(rf"{field}(?:{s}{field})*+(?:\n|\Z)")
+
+
+def _parse_csv_scanned(data: bytes, separator: str, quote: str | None, source: str) -> Parsed:
+    """Read a CSV record by record with a quote-aware scanner, accounting for every physical line.
+
+    A record with the header's width is a row (it may span lines inside quotes). A line whose quote
+    never closes, or opens a quoted field that swallows later lines without making a whole record,
+    is quarantined alone and the lines after it are read on their own. A single line with the wrong
+    number of fields, or holding a NUL character, is quarantined with its text.
+    """
     text, problem = decode_text(data, "utf8", source)
     if problem:
         return _whole_file_rejected(source, "encoding", problem)
-    reader = csv.reader(
-        io.StringIO(text, newline=""),
-        delimiter=separator,
-        quotechar=quote or '"',
-        quoting=csv.QUOTE_MINIMAL if quote else csv.QUOTE_NONE,
-        strict=True,
-    )
-    try:
-        header = next(reader)
-    except (StopIteration, csv.Error):
-        return Parsed(frame=pl.DataFrame(), rows_in=0)
-    rows, lines, rejects = [], [], []
-    width = len(header)
-    while True:
-        start = reader.line_num + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            rejects.append(_reject(source, start, "malformed_line", f"line {start}: {exc}"))
+    text = text.replace("\r\n", "\n")
+    pattern = _record_pattern(separator, quote)
+    size = len(text)
+    total_lines = text.count("\n") + (0 if text.endswith("\n") else 1)
+    header: list[str] | None = None
+    rows: list[list[str | None]] = []
+    row_lines: list[int] = []
+    rejects: list[dict] = []
+    pos, line, blank = 0, 1, 0
+    while pos < size:
+        newline = text.find("\n", pos)
+        first_end = size if newline < 0 else newline
+        first_line = text[pos:first_end]
+        match = pattern.match(text, pos)
+        fields: list[str] | None = None
+        body, span, error = first_line, 1, "a quote opens a field that never closes"
+        if match is not None:
+            body = text[pos : match.end()].removesuffix("\n")
+            span = body.count("\n") + 1
+            if not body.strip():
+                blank += 1
+                pos, line = first_end + 1, line + 1
+                continue
+            try:
+                fields = _split_fields(body, separator, quote)
+            except csv.Error as exc:
+                error = str(exc)
+        if header is None:
+            if fields is None:
+                return _every_line_rejected(
+                    data, source, f"{source}: the header (line {line}) cannot be read: {error}"
+                )
+            header, width = _unique_names(fields), len(fields)
+            pos, line = match.end(), line + span
             continue
-        if not fields:
+        if fields is None and match is not None and span == 1:
+            rejects.append(_reject(source, line, "malformed_line", f"line {line}: {error}", record=body))
+            pos, line = first_end + 1, line + 1
+            continue
+        if fields is None or (span > 1 and len(fields) != width):
+            rejects.append(
+                _reject(source, line, "malformed_line", _broken_quote_reason(line, width), record=first_line)
+            )
+            pos, line = first_end + 1, line + 1
             continue
         if len(fields) != width:
             rejects.append(
                 _reject(
                     source,
-                    start,
+                    line,
                     "malformed_line",
-                    f"line {start} has {len(fields)} fields, the header has {width}",
-                    record=json.dumps(fields),
+                    f"line {line} has {len(fields)} fields, the header has {width}",
+                    record=body,
                 )
             )
-            continue
-        rows.append([f if f != "" else None for f in fields])
-        lines.append(start)
-    frame = pl.DataFrame(rows, schema=dict.fromkeys(header, pl.String), orient="row")
-    frame = frame.with_columns(pl.Series(SOURCE_LINE, lines, dtype=pl.Int64))
-    rejects_frame = _rejects_frame(rejects)
-    return Parsed(frame=frame, rejects=rejects_frame, rows_in=len(rows) + len(rejects))
+        elif "\x00" in body:
+            column = header[next(i for i, f in enumerate(fields) if "\x00" in f)]
+            rejects.append(
+                _reject(source, line, "nul_character", _nul_reason(f"line {line}", column), body, column)
+            )
+        else:
+            rows.append([f if f != "" else None for f in fields])
+            row_lines.append(line)
+        pos, line = match.end(), line + span
+    if header is None:
+        return Parsed(frame=pl.DataFrame(), lines=total_lines, blank_lines=blank)
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in header]
+    frame = pl.DataFrame(dict(zip(header, columns, strict=True)), schema=dict.fromkeys(header, pl.String))
+    frame = frame.with_columns(pl.Series(SOURCE_LINE, row_lines, dtype=pl.Int64))
+    return Parsed(
+        frame=frame,
+        rejects=_rejects_frame(rejects),
+        rows_in=len(rows) + len(rejects),
+        lines=total_lines,
+        blank_lines=blank,
+    )
 
 
 def _text(value) -> str | None:
@@ -236,21 +677,28 @@ def _records_frame(records: list[dict], lines: list[int]) -> pl.DataFrame:
     return frame.with_columns(pl.Series(SOURCE_LINE, lines, dtype=pl.Int64))
 
 
-def _parse_ndjson(data: bytes, contract: Contract, source: str) -> Parsed:
-    text, problem = decode_text(data, str(contract.source.get("encoding", "utf8")), source)
+def _nul_column(record: dict) -> str | None:
+    """The first key whose text value holds a NUL character (nested values are JSON text, escaped)."""
+    return next((k for k, v in record.items() if isinstance(v, str) and "\x00" in v), None)
+
+
+def _parse_ndjson(data: bytes, source: str) -> Parsed:
+    text, problem = decode_text(data, "utf8", source)
     if problem:
         return _whole_file_rejected(source, "encoding", problem)
-    records, lines, rejects = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
+    lines = text.replace("\r\n", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    records, numbers, rejects, blank = [], [], [], 0
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
+            blank += 1
             continue
         try:
             value = json.loads(line)
         except ValueError as exc:
             rejects.append(
-                _reject(
-                    source, number, "malformed_line", f"line {number} is not JSON: {exc}", record=line[:2000]
-                )
+                _reject(source, number, "malformed_line", f"line {number} is not JSON: {exc}", record=line)
             )
             continue
         if not isinstance(value, dict):
@@ -260,21 +708,28 @@ def _parse_ndjson(data: bytes, contract: Contract, source: str) -> Parsed:
                     number,
                     "malformed_line",
                     f"line {number} is a JSON {type(value).__name__}, not an object",
-                    record=line[:2000],
+                    record=line,
                 )
             )
             continue
+        column = _nul_column(value)
+        if column is not None:
+            reason = _nul_reason(f"line {number}", column)
+            rejects.append(_reject(source, number, "nul_character", reason, record=line, column=column))
+            continue
         records.append(value)
-        lines.append(number)
+        numbers.append(number)
     return Parsed(
-        frame=_records_frame(records, lines),
+        frame=_records_frame(records, numbers),
         rejects=_rejects_frame(rejects),
         rows_in=len(records) + len(rejects),
+        lines=len(lines),
+        blank_lines=blank,
     )
 
 
 def _parse_json(data: bytes, contract: Contract, source: str) -> Parsed:
-    text, problem = decode_text(data, str(contract.source.get("encoding", "utf8")), source)
+    text, problem = decode_text(data, "utf8", source)
     if problem:
         return _whole_file_rejected(source, "encoding", problem)
     try:
@@ -302,10 +757,7 @@ def _parse_json(data: bytes, contract: Contract, source: str) -> Parsed:
         )
     records, lines, rejects = [], [], []
     for number, record in enumerate(value, start=1):
-        if isinstance(record, dict):
-            records.append(record)
-            lines.append(number)
-        else:
+        if not isinstance(record, dict):
             rejects.append(
                 _reject(
                     source,
@@ -315,6 +767,14 @@ def _parse_json(data: bytes, contract: Contract, source: str) -> Parsed:
                     record=_text(record) or "",
                 )
             )
+        elif (column := _nul_column(record)) is not None:
+            reason = _nul_reason(f"record {number}", column)
+            rejects.append(
+                _reject(source, number, "nul_character", reason, record=_text(record), column=column)
+            )
+        else:
+            records.append(record)
+            lines.append(number)
     return Parsed(
         frame=_records_frame(records, lines),
         rejects=_rejects_frame(rejects),

@@ -112,6 +112,20 @@ def check_params(flow, params: dict[str, Any]) -> None:
         raise PipelinesError(
             f"Flow {flow.name!r} needs parameter(s) {', '.join(missing)}; pass -p {missing[0]}=VALUE."
         )
+    from prefect.exceptions import ParameterTypeError  # the flow is loaded, so prefect already is
+
+    try:
+        flow.validate_parameters(params)
+    except ParameterTypeError as exc:  # one " - name: problem" line per bad value
+        problems = [line.strip(" -") for line in str(exc).splitlines()[1:] if line.strip()] or [str(exc)]
+        shown = "; ".join(
+            f"{text} (got {params[name]!r})" if (name := text.partition(":")[0]) in params else text
+            for text in problems
+        )
+        raise PipelinesError(
+            f"Flow {flow.name!r} got an invalid parameter value: {shown}. Nothing was run; "
+            "fix the -p value (e.g. -p full_refresh=true, -p through=2013-01-31)."
+        ) from exc
 
 
 def to_jsonable(result: Any) -> Any:

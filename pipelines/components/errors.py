@@ -7,7 +7,17 @@ from collections.abc import Iterable
 
 
 class PipelinesError(Exception):
-    """Base class: every error the library raises on purpose says what, where and the fix."""
+    """Base class: every error the library raises on purpose says what, where and the fix.
+
+    Its text never carries a credential: registered secret values and the userinfo of anything
+    URL-shaped are masked when it is raised (see :func:`pipelines.components.secrets.redact`), so
+    neither a log, a Prefect state message nor a stored result can show them.
+    """
+
+    def __init__(self, *args: object) -> None:
+        from pipelines.components.secrets import redact  # secrets imports this module
+
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(PipelinesError):

@@ -10,6 +10,9 @@ There is no fallback value: a missing secret raises :class:`SecretNotFoundError`
 every place that was looked at. A found value is wrapped in :class:`SecretValue`, whose
 repr never shows it, and is registered for redaction: any log record whose message
 contains it has the value replaced by ``**********``, whatever logger or handler writes it.
+The userinfo of anything URL-shaped (``postgresql://user:pw@host``, and malformed ones such as
+``postgresql//user:pw@host``) is masked the same way, in log records and in the text of every
+:class:`~pipelines.components.errors.PipelinesError`, whether or not the URL parses.
 """
 
 from __future__ import annotations
@@ -119,44 +122,78 @@ def find_secret(name: str, **kwargs) -> SecretValue | None:
         return None
 
 
+# scheme (also mistyped: "postgresql//", "postgresql:/"), then user[:password]@ where the @ is the
+# last one of the token (a password may hold an unescaped @ or /).
+_USERINFO = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*(?::?/{1,2}))?"
+    r"(?P<user>[^\s:/@'\"<>\\()\[\]{},;]+)(?::(?P<password>[^\s'\"<>]*))?"
+    r"@(?=[^\s@'\"<>]*(?:[\s'\"<>\\]|$))"
+)
+
+
+_TOKEN_AS_USER = ("http", "https", "ws", "wss", "ftp", "git+https")
+
+
+def _mask_userinfo(match: re.Match) -> str:
+    scheme = match.group("scheme") or ""
+    if match.group("password") is not None:
+        return f"{scheme}{match.group('user')}:***@"
+    if scheme.lower().rstrip(":/") in _TOKEN_AS_USER:  # https://TOKEN@host: the user is the credential
+        return f"{scheme}***@"
+    return match.group(0)  # a database user, or an address such as ops@example.com
+
+
+def mask_credentials(text: str) -> str:
+    """Mask the password of anything URL-shaped in text (an HTTP URL's bare user is a token: masked too).
+
+    Works on text that is not a valid URL: ``postgresql//user:pw@host/db`` becomes
+    ``postgresql//user:***@host/db``; a bare address (``ops@example.com``) is left alone.
+    """
+    return _USERINFO.sub(_mask_userinfo, text) if "@" in text else text
+
+
 def redact(text: str) -> str:
-    """Replace every registered secret value in text with the mask."""
+    """Replace every registered secret value in text with the mask, and mask URL credentials."""
     for value in sorted(_redacted, key=len, reverse=True):
         if value in text:
             text = text.replace(value, MASK)
-    return text
+    return mask_credentials(text)
 
 
 def register_redaction(value: str) -> None:
     """Mask this value in every log record from now on (values shorter than 4 are too common)."""
-    global _installed
     if not value or len(value) < 4:
         return
     with _redaction_lock:
         _redacted.add(value)
-        if not _installed:
-            _install_record_factory()
-            _installed = True
 
 
 def _install_record_factory() -> None:
+    """Redact every log record, whatever logger or handler writes it (installed once, on import)."""
+    global _installed
+    with _redaction_lock:
+        if _installed:
+            return
+        _installed = True
     previous = logging.getLogRecordFactory()
 
     def factory(*args, **kwargs) -> logging.LogRecord:
         record = previous(*args, **kwargs)
-        if _redacted:
-            try:
-                message = record.getMessage()
-            except Exception:  # a malformed record is the logging module's to report
-                return record
-            cleaned = redact(message)
-            if cleaned != message:
-                record.msg, record.args = cleaned, ()
-            if record.exc_info and record.exc_info[1] is not None:
-                exc_text = redact(str(record.exc_info[1]))
-                if exc_text != str(record.exc_info[1]):
-                    record.exc_info = None
-                    record.msg = f"{record.msg}\n{exc_text}"
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the logging module's to report
+            return record
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            exc_text = redact(str(record.exc_info[1]))
+            if exc_text != str(record.exc_info[1]):
+                record.exc_info = None
+                record.msg = f"{record.msg}\n{exc_text}"
         return record
 
     logging.setLogRecordFactory(factory)
+
+
+_install_record_factory()

@@ -200,6 +200,7 @@ def _plan(
     has_run_id: bool,
     qualified: str,
     dataset: str,
+    held_rows: int | None = None,
 ) -> _Plan:
     version = table.version()
     if full_refresh:
@@ -217,6 +218,15 @@ def _plan(
             )
         return _Plan("full", f"{qualified} has no share state; its rows are replaced")
     shared = int(state["delta_version"])
+    recorded_rows = state.get("row_count")
+    if held_rows is not None and recorded_rows is not None and held_rows != recorded_rows:
+        return _full_or_refuse(
+            mode,
+            dataset,
+            shared,
+            f"{qualified} holds {held_rows} row(s) but held {recorded_rows} after version {shared} was shared "
+            "(truncated, edited or restored from a backup since); it is reloaded from the lake",
+        )
     if shared > version:
         return _Plan("full", f"the lake table is at version {version}, behind the shared {shared}")
     history = table.history(limit=version - shared + 1)
@@ -439,6 +449,11 @@ def _meta_tables(schema: str | None) -> tuple[sa.Table, sa.Table]:
             comment="commit time of that lake version, ms since 1970 (differs if the lake table was recreated)",
         ),
         sa.Column("watermark", sa.Text, comment="the dataset's incremental watermark at that version"),
+        sa.Column(
+            "row_count",
+            sa.BigInteger,
+            comment="rows the table held after that share (a table truncated or restored since is reloaded)",
+        ),
         sa.Column("run_id", sa.Text, nullable=False, comment="the share run that committed this state"),
         sa.Column("shared_at", sa.DateTime(timezone=True), nullable=False, comment="commit time (UTC)"),
         comment="What each dataset's warehouse table holds; written in the same transaction as its rows.",
@@ -471,6 +486,9 @@ def ensure_meta_tables(warehouse: Warehouse) -> None:
     with warehouse.begin(write=True) as conn:
         warehouse.lock(conn, "meta")
         state.metadata.create_all(conn, checkfirst=True)
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(STATE_TABLE, schema=warehouse.schema)}
+        if "row_count" not in columns:  # a state table from before row counts were recorded
+            conn.exec_driver_sql(f"ALTER TABLE {warehouse.qualify(STATE_TABLE)} ADD COLUMN row_count BIGINT")
 
 
 def _upsert_state(warehouse: Warehouse, conn: sa.Connection, row: dict[str, Any]) -> None:
@@ -598,6 +616,7 @@ def share_dataset(
             outcome.previous = int(state["delta_version"]) if state else None
             outcome.watermark = (state or {}).get("watermark")
             existing = warehouse.describe(conn, spec.name)
+            held = _row_count(conn, qualified) if existing is not None and state else None
             lake_schema = _lake_schema(table)
             plan = _plan(
                 mode=mode,
@@ -608,6 +627,7 @@ def share_dataset(
                 has_run_id=RUN_ID in lake_schema,
                 qualified=qualified,
                 dataset=spec.name,
+                held_rows=held,
             )
             outcome.strategy, outcome.reason = plan.strategy, plan.reason
             if plan.strategy == "none":
@@ -630,6 +650,7 @@ def share_dataset(
                         "delta_version": outcome.version,
                         "delta_timestamp": commit_timestamp(table, outcome.version),
                         "watermark": outcome.watermark,
+                        "row_count": _row_count(conn, qualified),
                         "run_id": run_id,
                         "shared_at": datetime.now(UTC),
                     },
@@ -671,6 +692,10 @@ def share_dataset(
         warehouse=warehouse.dialect,
         duration_seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _row_count(conn: sa.Connection, qualified: str) -> int:
+    return int(conn.exec_driver_sql(f"SELECT count(*) FROM {qualified}").scalar_one())
 
 
 def _deploy(

@@ -28,6 +28,7 @@ import sqlalchemy as sa
 
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.resources import quote_ident
+from pipelines.components.secrets import SecretValue, get_secret
 
 log = logging.getLogger(__name__)
 
@@ -353,22 +354,52 @@ def fetch_http(
     max_pages: int = 10_000,
     sleep: Callable[[float], Any] = time.sleep,
     client: httpx.Client | None = None,
+    secret: Callable[[str], SecretValue] = get_secret,
 ) -> Iterator[Arrival]:
     """GET JSON pages; each response body is yielded unchanged as ``page-00001.json``, ...
 
     Every page fetched is yielded, including the empty one that ends page or offset paging.
     ``since`` goes into ``params[since_param]`` when both are set. ``timeout`` applies to the
     client made here; a ``client`` passed in keeps its own settings and is not closed.
-    Arguments are checked at once; requests start when iteration does.
+    A ``${secret:NAME}`` in a ``params`` or ``headers`` value is replaced by the secret NAME,
+    looked up with ``secret`` (see :mod:`pipelines.components.secrets`; never logged).
+    Arguments are checked and secrets looked up at once; requests start when iteration does.
     """
     paging = _check_pagination(pagination)
     if max_pages < 1:
         raise SourceError(f"max_pages must be at least 1, got {max_pages}.")
-    query = dict(params or {})
+    query = with_secrets(params, "params", secret)
     if since is not None and since_param:
         query[since_param] = since
-    sent_headers = {"Accept": "application/json", **(headers or {})}
+    sent_headers = {"Accept": "application/json", **with_secrets(headers, "headers", secret)}
     return _pages(url, query, sent_headers, paging, records_path, timeout, attempts, max_pages, sleep, client)
+
+
+_SECRET_REF = re.compile(r"\$\{secret:([^}]*)\}")
+
+
+def with_secrets(
+    values: dict | None, what: str, secret: Callable[[str], SecretValue] = get_secret
+) -> dict[str, Any]:
+    """A copy of ``values`` where each ``${secret:NAME}`` inside a text value is that secret's value.
+
+    ``what`` (params or headers) names the contract field in errors; an unknown or misspelled
+    secret fails with every place that was looked at.
+    """
+    resolved: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, str) and "${secret:" in value:
+            try:
+                value = _SECRET_REF.sub(lambda m: secret(m.group(1).strip()).reveal(), value)
+            except PipelinesError as exc:
+                raise SourceError(f"source.{what}.{key}: {exc}") from None
+            if "${secret:" in value:
+                raise SourceError(
+                    f"source.{what}.{key}: a ${{secret:...}} reference is not closed; write e.g. "
+                    f"{key}: 'Bearer ${{secret:API_TOKEN}}'."
+                )
+        resolved[key] = value
+    return resolved
 
 
 def _pages(

@@ -477,7 +477,7 @@ def sqlite_expressions(columns: tuple[SqlColumn, ...]) -> list[pl.Expr]:
 
     Datetimes become ``YYYY-MM-DD HH:MM:SS.ffffff`` (with ``+00:00`` when zoned), the format
     SQLite's date functions read; dates ISO; decimals their exact text (a NUMERIC column turns it
-    into a number); booleans 0/1.
+    into a number); booleans 0/1; float32 values as the decimal they were written as (69.98).
     """
     exprs = []
     for column in columns:
@@ -492,5 +492,9 @@ def sqlite_expressions(columns: tuple[SqlColumn, ...]) -> list[pl.Expr]:
             expr = expr.dt.strftime("%H:%M:%S%.6f")
         elif base in (pl.Decimal, pl.Categorical, pl.Enum, pl.Int128):
             expr = expr.cast(pl.String)
+        elif base == pl.Float32:
+            # REAL is a double: bind the shortest decimal that reads back as this float32 (69.98),
+            # not the float32 widened bit for bit (69.9800033569336).
+            expr = expr.cast(pl.String).cast(pl.Float64)
         exprs.append(expr.alias(column.name))
     return exprs

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines.components.parameters import ParameterError
 from pipelines.components.resources import Storage
 
 DAILY_TABLES = ("flights", "weather")
@@ -78,7 +79,9 @@ def _day(text: str, what: str) -> dt.date:
     try:
         return dt.date.fromisoformat(text)
     except ValueError as exc:
-        raise ValueError(f"{what} must be a YYYY-MM-DD date, got {text!r}.") from exc
+        raise ParameterError(
+            f"{what} must be a YYYY-MM-DD date, got {text!r}; e.g. -p through=2013-01-31."
+        ) from exc
 
 
 def land_nycflights(

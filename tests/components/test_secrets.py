@@ -95,3 +95,37 @@ def test_real_prefect_secret_block_is_found_first(prefect_harness, tmp_path):
     assert found.source == "Prefect Secret block 'pipelines-test-token'"
     with pytest.raises(SecretNotFoundError, match=r"block 'pipelines-absent' \(not found\)"):
         get_secret("PIPELINES_ABSENT", environ={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("postgresql//user:pw-1234@host/db", "postgresql//user:***@host/db"),
+        ("postgresql://user:p@ss/w@host:5432/db?x=1", "postgresql://user:***@host:5432/db?x=1"),
+        ("from string 'postgresql:/u:pw-1234@h/d'", "from string 'postgresql:/u:***@h/d'"),
+        ("(mysql://u:pw-1234@h/d), next", "(mysql://u:***@h/d), next"),
+        ("u:pw-1234@host:5432", "u:***@host:5432"),
+        ("https://tok-1234@api.example.com/v1", "https://***@api.example.com/v1"),
+        ("postgresql+psycopg://user@host/db", "postgresql+psycopg://user@host/db"),
+        ("mail ops@example.com", "mail ops@example.com"),
+    ],
+)
+def test_url_credentials_are_masked_whether_or_not_the_url_parses(text, masked):
+    assert secrets.mask_credentials(text) == masked
+    assert secrets.redact(text) == masked
+
+
+def test_errors_and_log_records_never_carry_url_credentials(caplog):
+    from pipelines.components.errors import ConfigError
+
+    url = "postgresql//admin:hunter2-pass@db.internal/prod"
+    assert "hunter2-pass" not in str(ConfigError(f"bad URL {url!r}"))
+    logger = logging.getLogger("pipelines.test.urls")
+    with caplog.at_level(logging.INFO, logger="pipelines.test.urls"):
+        logger.info("connecting to %s", url)
+        try:
+            raise ValueError(f"Could not parse SQLAlchemy URL from string {url!r}")
+        except ValueError:
+            logger.exception("failed")
+    assert "hunter2-pass" not in caplog.text + " ".join(r.getMessage() for r in caplog.records)
+    assert caplog.text.count("admin:***@db.internal") == 2  # the message, and the exception's text

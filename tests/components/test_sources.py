@@ -572,3 +572,34 @@ def test_sql_connection_refused_is_retried_then_reported(sleeps):
     assert f"Connecting to postgresql+psycopg://postgres:***@127.0.0.1:{port}/db failed after 3" in message
     assert "hunter2" not in message
     assert len(sleeps) == 2
+
+
+def test_params_and_headers_take_secrets_by_name(api, caplog):
+    from pipelines.components.secrets import get_secret
+
+    def secret(name):
+        return get_secret(name, environ={"API_TOKEN": "tok-8f3k2"}, use_blocks=False, cwd="/nonexistent")
+
+    with caplog.at_level(logging.INFO):
+        list(
+            fetch_http(
+                api.url,
+                params={"key": "${secret:API_TOKEN}", "plain": "x"},
+                headers={"Authorization": "Bearer ${secret:API_TOKEN}"},
+                secret=secret,
+            )
+        )
+        logging.getLogger("pipelines.test.http").info("sent %s", "Bearer tok-8f3k2")
+    [request] = api.requests
+    assert request.query == {"key": "tok-8f3k2", "plain": "x"}
+    assert request.headers["Authorization"] == "Bearer tok-8f3k2"
+    assert "tok-8f3k2" not in caplog.text and "Bearer **********" in caplog.text
+    with pytest.raises(
+        SourceError, match=r"^source\.headers\.Authorization: Secret 'API_TOKN' was not found"
+    ):
+        fetch_http(api.url, headers={"Authorization": "Bearer ${secret:API_TOKN}"}, secret=secret)
+    with pytest.raises(
+        SourceError, match=r"^source\.params\.key: a \$\{secret:\.\.\.\} reference is not closed"
+    ):
+        fetch_http(api.url, params={"key": "${secret:API_TOKEN"}, secret=secret)
+    assert len(api.requests) == 1  # bad references fail before any request
