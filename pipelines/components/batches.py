@@ -42,6 +42,7 @@ class Unit:
     span: Span
     done: bool  # the file is fully consumed once this unit is committed
     resume: dict | None  # where the file continues otherwise: {"offset": ..., "line": ...}
+    sniffed: cleaning.Sniffed | None = None  # a chunk's file as sniffed from its first bytes
 
     @property
     def size(self) -> int:
@@ -61,6 +62,9 @@ def units(
     for item in pending:
         if _chunkable(spec, item.rel) and (item.offset or storage.size(item.rel) > chunk_bytes):
             with storage.open(item.rel) as handle:
+                head = handle.read(cleaning.SNIFF_BYTES)
+                handle.seek(0)
+                sniffed = cleaning.sniff(head, spec.contract.source.get("encoding", "utf8"), item.rel)
                 chunks = csv_chunks(handle, chunk_bytes, quote=quote, start=item.offset, first_line=item.line)
                 for number, chunk in enumerate(chunks):
                     # the file's first chunk also owns its whole-file (line 0) quarantine rows
@@ -73,6 +77,7 @@ def units(
                         span=Span(item.rel, first, chunk.last_line),
                         done=chunk.last,
                         resume=None if chunk.last else {"offset": chunk.end, "line": chunk.last_line + 1},
+                        sniffed=sniffed,
                     )
             continue
         yield Unit(
@@ -118,20 +123,21 @@ def parse_unit(unit: Unit, spec: DatasetSpec) -> cleaning.Parsed:
     """``cleaning.parse_raw`` on one unit, with line numbers and arrival order placed in the whole file."""
     seq_base = (unit.number << _SEQ_FILE_BITS) + unit.line_offset
     parsed = cleaning.parse_raw(
-        unit.data, unit.rel, spec.format, spec.contract, source=unit.rel, seq_base=seq_base
+        unit.data,
+        unit.rel,
+        spec.format,
+        spec.contract,
+        source=unit.rel,
+        seq_base=seq_base,
+        sniffed=unit.sniffed,
+        line_offset=unit.line_offset,
     )
-    if unit.line_offset:
-        line = cleaning.SOURCE_LINE
-        if parsed.frame.width:
-            parsed.frame = parsed.frame.with_columns(pl.col(line) + unit.line_offset)
-        if parsed.rejects.height:
-            # a chunk rejected whole is recorded at its first line, inside the chunk's quarantine span
-            parsed.rejects = parsed.rejects.with_columns(
-                pl.when(pl.col("source_line") > 0)
-                .then(pl.col("source_line") + unit.line_offset)
-                .otherwise(pl.lit(unit.span.first, pl.Int64))
-                .alias("source_line")
-            )
+    if unit.span.first and parsed.rejects.height:
+        # a later chunk rejected whole is recorded at its first line, inside the chunk's quarantine span
+        line = pl.col("source_line")
+        parsed.rejects = parsed.rejects.with_columns(
+            pl.when(line > 0).then(line).otherwise(pl.lit(unit.span.first, pl.Int64)).alias("source_line")
+        )
     return parsed
 
 
