@@ -2,8 +2,8 @@
 
 ``layout`` (zones, system columns, raw naming), ``state`` (committed state, changes since a
 version), ``table`` (the :class:`Lake` and its one commit API), ``quarantine``, ``ledger``
-(``_meta`` runs and schemas), ``raw`` (landing into the raw zone) and ``chunks`` (bounded reads
-of raw files). It builds on components' base ingredients (Storage, environment) and never
+(``_meta`` runs and schemas) and ``raw`` (landing into the raw zone: staging, content hash,
+manifest, sweeping). It builds on components' base ingredients (Storage, environment) and never
 imports workflows, cookbooks, quality or sharing.
 """
 
