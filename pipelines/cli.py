@@ -522,6 +522,39 @@ def share_command(
     _print_json(to_jsonable(result))
 
 
+@app.command("status")
+def status_command(
+    dataset: Annotated[str | None, typer.Argument(help="One dataset (default: every dataset).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Each dataset's last run, counts, watermark, freshness, size and share, read from the destination."""
+    from pipelines.components.status import render_status, status_for_settings
+
+    try:
+        statuses = status_for_settings(get_settings(), [dataset] if dataset else None)
+    except PipelinesError as exc:
+        _fail(exc)
+    if as_json:
+        _print_json([s.model_dump(mode="json") for s in statuses])
+        return
+    # Piped or captured output keeps whole lines (for grep); a terminal gets its own width.
+    (console if console.is_terminal else Console(width=220)).print(render_status(statuses))
+
+
+@app.command("catalog")
+def catalog_command(
+    out: Annotated[str, typer.Option("--out", help="Folder to write the HTML catalog into.")] = "catalog",
+) -> None:
+    """Write a static HTML data catalog (datasets, columns, expectations, schema history, runs, lineage)."""
+    from pipelines.components.catalog import catalog_for_settings
+
+    try:
+        index = catalog_for_settings(get_settings(), out)
+    except PipelinesError as exc:
+        _fail(exc)
+    console.print(f"catalog written: {index}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import configure_alerts, remove_alerts
 from pipelines.components.codesnapshot import (
     CodeStore,
     FlowInfo,
@@ -257,6 +258,9 @@ def deploy(
         uploaded_code=uploaded,
         warnings=plan.warnings,
     )
+    report.warnings += configure_alerts(
+        settings, url
+    ).warnings  # alert blocks, policies (docs/observability.md)
     previous = _run(lambda: _apply(plan, report, url))
     try:
         plan.code_store.prune(keep={git.commit, *previous})
@@ -316,6 +320,8 @@ def teardown(
         return report
     report = TeardownReport(namespace=namespace, kind=kind.value, api_url=url)
     owner = _run(lambda: _remove(namespace, branch, report, url))
+    if not report.skipped:  # alert blocks and notification policies (docs/observability.md)
+        remove_alerts(namespace, url)
     if report.skipped or not purge_data:
         return report
     report.purged_data, report.dropped_warehouse = purge_namespace_data(_purge_settings(settings, owner))

@@ -433,6 +433,7 @@ def test_deploy_feature_branch_main_and_serving(deployed, repo, prefect_server, 
             "flights/serving": [("30 6 * * *", "UTC", True)],
             "social_likes/serving": [("0 7 * * *", "UTC", True)],
             "real_estate/serving": [("15 7 * * *", "UTC", True)],
+            "monitor/serving": [("10 * * * *", "UTC", True)],  # freshness, hourly
         }
     )
 

@@ -43,6 +43,7 @@ COLUMNS = (
     "freshness",
     "owner",
     "description",
+    "quarantine_threshold",
 )
 REQUIRED = ("name", "stage")
 STAGES = ("cleaned", "aggregated")
@@ -156,6 +157,28 @@ def parse_duration(text: str | None) -> timedelta | None:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
+def parse_threshold(problems: list[Problem], where: str, text: str | None) -> float | None:
+    """'5%' or '0.05' -> 0.05; empty -> None. A share of a run's rows, from 0 to 1."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        problems.append(
+            Problem(
+                where,
+                "quarantine_threshold",
+                text,
+                "must be a share of a run's rows from 0 to 1 or a percentage, e.g. 0.05 or 5%.",
+            )
+        )
+        return None
+    return value
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     """One contract column: its type and how to parse it from text."""
@@ -236,6 +259,7 @@ class DatasetSpec:
     schema_policy: str = "evolve"
     quality_policy: str = "quarantine"
     freshness: timedelta | None = None
+    quarantine_threshold: float | None = None  # alert when quarantined / rows in of a run exceeds it
     owner: str = ""
     description: str = ""
     contract: Contract = field(default_factory=lambda: Contract(columns={}))
@@ -624,6 +648,7 @@ def _parse_row(
         except ValueError as exc:
             problems.append(Problem(where, column, row.get(column), str(exc) + "."))
             durations[column] = None
+    quarantine_threshold = parse_threshold(problems, where, row.get("quarantine_threshold"))
     retention = (row.get("retention_days") or "").strip()
     retention_days = None
     if retention:
@@ -650,6 +675,7 @@ def _parse_row(
         schema_policy=schema_policy,
         quality_policy=quality_policy,
         freshness=durations["freshness"],
+        quarantine_threshold=quarantine_threshold,
         owner=(row.get("owner") or "").strip(),
         description=(row.get("description") or "").strip(),
         contract=contract or Contract(columns={}),

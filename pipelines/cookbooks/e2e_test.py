@@ -13,11 +13,14 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, JsonValue
 
+from pipelines.components import alerts
+from pipelines.components.alerts import run_hooks
 from pipelines.components.discovery import FlowEntry, discover
 from pipelines.components.environment import Settings, get_settings, settings_overrides
 from pipelines.components.errors import PipelinesError, unknown_name
 from pipelines.components.resources import Lake, Storage, Warehouse, schema_for
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.summary import artifact_key, tag_subflows
 from pipelines.cookbooks._e2e_cases import CASES, Case, Check, Evidence, check, commits_check, table_versions
 
 NAME = "e2e_test"
@@ -361,7 +364,8 @@ def _markdown(report: E2EReport) -> str:
 
 def _record(report: E2EReport) -> None:
     logger = get_run_logger()
-    create_markdown_artifact(key=ARTIFACT_KEY, markdown=_markdown(report), description=report.summary[:500])
+    key = artifact_key(report.parent_namespace, ARTIFACT_KEY)
+    create_markdown_artifact(key=key, markdown=_markdown(report), description=report.summary[:500])
     for cookbook, failed in report.failures():
         logger.error(
             "%s: check failed: %s: expected %s, got %s (expected from: %s)",
@@ -374,7 +378,8 @@ def _record(report: E2EReport) -> None:
     (logger.info if report.healthy else logger.error)(report.summary)
 
 
-@flow(name="e2e_test", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="e2e_test", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@tag_subflows
 def e2e_test(keep: bool = False, cookbooks: list[str] | None = None) -> E2EReport:
     """Run every cookbook on sample data in a throwaway namespace, check their outputs, report the codebase's health."""
     started = time.monotonic()
@@ -431,6 +436,11 @@ def e2e_test(keep: bool = False, cookbooks: list[str] | None = None) -> E2ERepor
     report.summary = _summary(report)
     _record(report)
     if not report.healthy:
+        failing = ", ".join(r.name for r in report.cookbooks if r.status != "passed") or "cleanup"
+        try:
+            alerts.send(alerts.for_this_run(parent, failing, "unhealthy e2e report", report.summary), parent)
+        except PipelinesError as exc:  # the report must still fail the run; the broken channel is logged
+            logger.error("%s", exc)
         raise E2EUnhealthy("\n".join([report.summary, *_failure_lines(report)]), report)
     return report
 

@@ -7,10 +7,12 @@ import time
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.summary import RunSummary, tag_subflows
 from pipelines.cookbooks._steps import (
     AggregateSummary,
     ShareSummary,
@@ -80,7 +82,8 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="flights", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="flights", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@tag_subflows
 def flights(
     start: str = "2013-01-01", through: str = "2013-12-31", land_sample: bool = True
 ) -> FlightsResult:
@@ -89,6 +92,7 @@ def flights(
     logger = get_run_logger()
     settings = get_settings()
     window = f"{start}..{through}"
+    run_summary = RunSummary("flights", settings)
     landed = _land(settings.landing_url, start, through) if land_sample else 0
     summaries: dict[str, DatasetSummary] = {}
     steps = len(DATASETS) + len(AGGREGATES) + len(SHARED)
@@ -103,6 +107,7 @@ def flights(
                 "ingested twice)."
             ) from exc
         summaries[dataset] = _summarise(result)
+        run_summary.ingested(result)
         logger.info(
             "[%d/%d] %s: %d in, %d written, %d quarantined, %d late",
             number,
@@ -118,6 +123,7 @@ def flights(
     for number, dataset in enumerate(AGGREGATES, start=len(DATASETS) + 1):
         built = build_aggregate("flights", dataset, window, settings.namespace, rerun)
         aggregates[dataset] = summarise_aggregate(built)
+        run_summary.aggregated(built)
         logger.info(
             "[%d/%d] aggregate %s: %s, %s, %d row(s) in %d partition(s) (%s)",
             number,
@@ -133,6 +139,7 @@ def flights(
     for number, dataset in enumerate(SHARED, start=len(DATASETS) + len(AGGREGATES) + 1):
         sent = share_output("flights", dataset, window, settings.namespace, rerun)
         shared[dataset] = summarise_share(sent)
+        run_summary.shared(sent)
         logger.info(
             "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
             number,
@@ -158,6 +165,7 @@ def flights(
         + "."
     )
     logger.info(summary)
+    run_summary.publish()
     return FlightsResult(
         namespace=settings.namespace,
         window=window,

@@ -9,10 +9,12 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.summary import RunSummary, tag_subflows
 from pipelines.cookbooks._steps import ShareSummary, share_output, summarise_share
 from pipelines.samples.real_estate import land_real_estate
 from pipelines.workflows.aggregate import aggregate
@@ -143,7 +145,8 @@ def _summary(
     )
 
 
-@flow(name="real_estate", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="real_estate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@tag_subflows
 def real_estate(
     through: str = "2024-03-31", land_sample: bool = True, full_refresh: bool = False
 ) -> RealEstateResult:
@@ -152,6 +155,7 @@ def real_estate(
     logger = get_run_logger()
     settings = get_settings()
     through = _window(through)
+    run_summary = RunSummary("real_estate", settings)
     steps = len(SOURCES) + len(OUTPUTS) + len(SHARED)
     landed = _land(settings.landing_url, through) if land_sample else 0
 
@@ -162,6 +166,7 @@ def real_estate(
         except Exception as exc:
             raise _failed("ingest", dataset, through, settings.namespace, exc) from exc
         sources[dataset] = _source_summary(result)
+        run_summary.ingested(result)
         logger.info(
             "[%d/%d] ingest %s: %d in, %d written, %d quarantined, %d duplicates, %d late",
             number,
@@ -180,6 +185,7 @@ def real_estate(
             built = aggregate(dataset=dataset, full_refresh=full_refresh)
         except Exception as exc:
             raise _failed("aggregate", dataset, through, settings.namespace, exc) from exc
+        run_summary.aggregated(built)
         outputs[dataset] = OutputSummary(
             status=built.status, rows_written=built.rows_written, table=built.table, version=built.version
         )
@@ -192,6 +198,7 @@ def real_estate(
     for number, dataset in enumerate(SHARED, start=len(SOURCES) + len(OUTPUTS) + 1):
         sent = share_output("real_estate", dataset, f"through {through}", settings.namespace, rerun)
         shared[dataset] = summarise_share(sent)
+        run_summary.shared(sent)
         logger.info(
             "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
             number,
@@ -206,6 +213,7 @@ def real_estate(
     facts = _describe(settings.namespace_url)
     summary = _summary(settings.namespace, through, landed, sources, facts, shared)
     logger.info(summary)
+    run_summary.publish()
     return RealEstateResult(
         namespace=settings.namespace,
         through=through,

@@ -8,10 +8,12 @@ from datetime import timedelta
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.summary import RunSummary, tag_subflows
 from pipelines.cookbooks._steps import (
     AggregateSummary,
     ShareSummary,
@@ -77,7 +79,8 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="social_likes", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="social_likes", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@tag_subflows
 def social_likes(
     start: str = FIRST_DAY, through: str = LAST_DAY, land_sample: bool = True
 ) -> SocialLikesResult:
@@ -86,6 +89,7 @@ def social_likes(
     logger = get_run_logger()
     settings = get_settings()
     window = f"{start}..{through}"
+    run_summary = RunSummary("social_likes", settings)
     rerun = f"pipelines run social_likes -p start={start} -p through={through}"
     landed = _land(settings.landing_url, start, through) if land_sample else 0
     steps = len(INGESTED) + len(AGGREGATES) + len(SHARED)
@@ -100,6 +104,7 @@ def social_likes(
                 f"{settings.namespace!r}: {exc} The datasets before it are committed; fix the cause and run "
                 f"`{rerun}` again (nothing is ingested twice)."
             ) from exc
+        run_summary.ingested(result)
         ingested[dataset] = IngestSummary(
             status=result.status,
             rows_in=result.rows_in,
@@ -124,6 +129,7 @@ def social_likes(
     for number, dataset in enumerate(AGGREGATES, start=len(INGESTED) + 1):
         built = build_aggregate("social_likes", dataset, window, settings.namespace, rerun)
         aggregates[dataset] = summarise_aggregate(built)
+        run_summary.aggregated(built)
         logger.info(
             "[%d/%d] aggregate %s: %s, %s, %d row(s)",
             number,
@@ -138,6 +144,7 @@ def social_likes(
     for number, dataset in enumerate(SHARED, start=len(INGESTED) + len(AGGREGATES) + 1):
         sent = share_output("social_likes", dataset, window, settings.namespace, rerun)
         shared[dataset] = summarise_share(sent)
+        run_summary.shared(sent)
         logger.info(
             "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
             number,
@@ -171,6 +178,7 @@ def social_likes(
         + leader
     )
     logger.info(summary)
+    run_summary.publish()
     return SocialLikesResult(
         namespace=settings.namespace,
         window=window,

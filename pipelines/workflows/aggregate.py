@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.partitions import sync_status
@@ -33,6 +34,7 @@ from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.components.summary import artifact_key
 from pipelines.lake import CommitConflict, Lake, ledger
 from pipelines.lake.layout import AGGREGATED, CLEANED, INGESTED_AT, PARTITION, RUN_ID, SOURCE_FILE
 from pipelines.lake.state import changes_data, commit_state, commits_since, state_at, table_partitions
@@ -540,7 +542,7 @@ def _markdown(result: AggregateResult) -> str:
     return f"# aggregate {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-@flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
     started = time.monotonic()
@@ -595,7 +597,7 @@ def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info("%s: %s, %s (%s)", dataset, result.status, result.mode, result.reason)
     create_markdown_artifact(
-        key=f"aggregate-{dataset.replace('_', '-')}",
+        key=artifact_key(settings.namespace, "aggregate", dataset),
         markdown=_markdown(result),
         description=f"aggregate {dataset}",
     )

@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.partitions import (
@@ -33,6 +34,7 @@ from pipelines.components.registry import load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.components.summary import artifact_key
 from pipelines.lake import Lake
 from pipelines.lake.layout import CLEANED, QUARANTINE
 
@@ -65,7 +67,7 @@ def _vacuum(lake: Lake, zone: str, dataset: str, hours: int, dry_run: bool) -> l
     return removed
 
 
-@flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def cleanup(dataset: str, dry_run: bool = False, vacuum_hours: int | None = None) -> CleanupResult:
     """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing).
 
@@ -165,7 +167,7 @@ def cleanup(dataset: str, dry_run: bool = False, vacuum_hours: int | None = None
     result.duration_seconds = round(time.monotonic() - started, 3)
     listed = "\n".join(f"| {p} | {r} |" for p, r in result.reasons.items()) or "| (none) | |"
     create_markdown_artifact(
-        key=f"cleanup-{dataset.replace('_', '-')}",
+        key=artifact_key(result.namespace, "cleanup", dataset),
         markdown=f"# cleanup {dataset} ({result.namespace}): {result.status}\n\n"
         f"{result.rows_removed} row(s)\n\n| partition | why it was stale |\n|---|---|\n{listed}\n",
         description=f"cleanup {dataset}",

@@ -23,6 +23,7 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
@@ -203,7 +204,7 @@ def _train_and_score(
     }
 
 
-@flow(name="delay_model", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="delay_model", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def delay_model(
     start: str | None = None,
     through: str | None = None,

@@ -25,12 +25,14 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import batches, cleaning, quality
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.components.summary import artifact_key
 from pipelines.lake import CommitConflict, Lake, ledger, quarantine
 from pipelines.lake.layout import CLEANED, INGESTED_AT, PARTITION, RUN_ID, raw_hash
 from pipelines.lake.raw import Landed, RawZone, list_files
@@ -561,7 +563,7 @@ def _report_validation(
                 validated_at=now,
             ),
         )
-    key = f"validation-{spec.name.replace('_', '-')}"
+    key = artifact_key(result.namespace, "validation", spec.name)
     if check.outcomes or check.stopped:
         create_markdown_artifact(
             key=key,
@@ -642,7 +644,7 @@ def _markdown(result: IngestResult) -> str:
     return f"# ingest {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.cleaned_table}`\n"
 
 
-@flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def ingest(
     dataset: str, full_refresh: bool = False, batch_bytes: int = batches.DEFAULT_BATCH_BYTES
 ) -> IngestResult:
@@ -680,6 +682,8 @@ def ingest(
         result.watermark_after,
     )
     create_markdown_artifact(
-        key=f"ingest-{dataset.replace('_', '-')}", markdown=_markdown(result), description=f"ingest {dataset}"
+        key=artifact_key(settings.namespace, "ingest", dataset),
+        markdown=_markdown(result),
+        description=f"ingest {dataset}",
     )
     return result

@@ -11,12 +11,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
+from pipelines.components.summary import artifact_key
 
 __all__ = ["ShareResult", "share"]
 
@@ -75,7 +77,7 @@ def _markdown(result: ShareResult) -> str:
     return f"# share {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-@flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
     """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
     settings = get_settings()
@@ -88,6 +90,8 @@ def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> 
     finally:
         warehouse.dispose()
     create_markdown_artifact(
-        key=f"share-{dataset.replace('_', '-')}", markdown=_markdown(result), description=f"share {dataset}"
+        key=artifact_key(settings.namespace, "share", dataset),
+        markdown=_markdown(result),
+        description=f"share {dataset}",
     )
     return result

@@ -19,12 +19,14 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import quality
+from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
+from pipelines.components.summary import artifact_key
 
 PARTITION = "_partition"
 
@@ -140,7 +142,7 @@ def _validate(
         )
     where = f"{zone}/{spec.name}" + (f" partition {partition}" if partition is not None else "")
     create_markdown_artifact(
-        key=f"validation-{spec.name.replace('_', '-')}",
+        key=artifact_key(namespace, "validation", spec.name),
         markdown=quality.report_markdown(
             f"validation of {where} (version {version}), run {run_id}",
             status,
@@ -182,7 +184,7 @@ def _validate(
     )
 
 
-@flow(name="validate", persist_result=True, result_serializer=RESULT_SERIALIZER)
+@flow(name="validate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def validate(dataset: str, partition: str | None = None) -> ValidationResult:
     """Re-validate a cleaned dataset (or one partition) against its contract's expectations, on demand."""
     started = time.monotonic()
@@ -208,7 +210,7 @@ def validate(dataset: str, partition: str | None = None) -> ValidationResult:
         raise quality.ValidationFailedError(
             f"{where} fails {len(result.failures)} expectation(s) with severity error:\n{lines}\n"
             f"The table was not changed. Every result is in _meta/validations (run {result.run_id}) and the "
-            f"Prefect artifact validation-{dataset.replace('_', '-')}. Fix the data (re-ingest it) or the "
+            f"Prefect artifact {artifact_key(settings.namespace, 'validation', dataset)}. Fix the data (re-ingest it) or the "
             f"expectation in contracts/{dataset}.yaml.",
             result=result,
         )

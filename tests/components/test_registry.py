@@ -64,3 +64,33 @@ def test_a_source_url_ingest_cannot_read_is_refused_with_the_fix(tmp_path):
     assert "file:// URL without an absolute path: write file:///absolute/path/*.csv" in text
     assert "uses ftp://, which ingest cannot read" in text
     assert "/srv/drop" not in text  # the file:/// row is fine
+
+
+def test_quarantine_threshold_is_a_share_or_a_percentage(tmp_path):
+    folder = tmp_path / "registry"
+    (folder / "contracts").mkdir(parents=True)
+    (folder / "contracts" / "orders.yaml").write_text(ORDERS)
+    rows = ["orders,5%", "orders2,0.25", "orders3,150%", "orders4,lots"]
+    for name in ("orders2", "orders3", "orders4"):
+        (folder / "contracts" / f"{name}.yaml").write_text(ORDERS)
+    (folder / "datasets.csv").write_text(
+        "name,stage,source,format,primary_key,quarantine_threshold\n"
+        + "".join(f"{r.split(',')[0]},cleaned,o/*.csv,csv,order_id,{r.split(',')[1]}\n" for r in rows)
+    )
+    with pytest.raises(RegistryError) as info:
+        load_registry(folder / "datasets.csv")
+    message = str(info.value)
+    assert "2 problem(s)" in message
+    assert (
+        "datasets.csv row 4, quarantine_threshold = '150%': must be a share of a run's rows from 0 to 1"
+        in message
+    )
+    assert "datasets.csv row 5, quarantine_threshold = 'lots'" in message
+    (folder / "datasets.csv").write_text(
+        "\n".join((folder / "datasets.csv").read_text().splitlines()[:3]) + "\n"
+    )
+    registry = load_registry(folder / "datasets.csv")
+    assert (registry.get("orders").quarantine_threshold, registry.get("orders2").quarantine_threshold) == (
+        0.05,
+        0.25,
+    )

@@ -136,7 +136,7 @@ def test_table_level_error_stops_promotion_but_writes_quarantine_and_report(env)
         "expect_column_values_to_be_between": "quarantined",
         "expect_table_row_count_to_be_between": "stopped",
     }
-    artifact = Artifact.get("validation-orders")
+    artifact = Artifact.get("test-validation-orders")
     assert "**failed**: 2 expectation(s)" in artifact.data
     assert (
         "| `expect_table_row_count_to_be_between(min_value=10)` | error | **FAIL** | observed 4 | stopped |"
