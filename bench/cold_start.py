@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
+import subprocess
 import sys
+import time
 
 from bench import _child, _common, _data, _env
 from bench._harness import Benchmark, Case, Context, Measurement
@@ -19,6 +22,7 @@ def setup(rows: int, context: Context) -> Case:
         wall, values = _child.run(command, env=_env.child_env())
         return Measurement(wall, values)
 
+    prefect = _import_prefect_seconds(1 if context.quick else 3)
     return Case(
         ours=lambda: side("ours", ours_data),
         baseline=lambda: side("baseline", baseline_data),
@@ -26,11 +30,23 @@ def setup(rows: int, context: Context) -> Case:
         reset_baseline=lambda: _common.fresh(baseline_data),
         verify=lambda: _common.same_table(_common.cleaned_path(ours_data), baseline_data / "table"),
         details={
+            "import_prefect_seconds": prefect,
             "notes": "wall time of a whole fresh interpreter: start, imports (Prefect's dominate), "
             "and the first run, including Prefect's first flow run in the process; the per-run "
-            "import and run seconds are in the JSON"
+            "import and run seconds are in the JSON. For scale, in the same run a fresh "
+            f'`python -c "import prefect"` took {statistics.median(prefect):.2f} s (median of {len(prefect)})',
         },
     )
+
+
+def _import_prefect_seconds(runs: int) -> list[float]:
+    """Wall seconds of a fresh `python -c "import prefect"`: the floor any Prefect command starts from."""
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import prefect"], check=True, env=_env.child_env())
+        seconds.append(round(time.perf_counter() - started, 3))
+    return seconds
 
 
 BENCHMARK = Benchmark(

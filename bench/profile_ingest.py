@@ -98,23 +98,25 @@ def instrument(recorder: Recorder) -> None:
     """Wrap the functions ingest calls, by the names it looks them up under."""
     import deltalake
 
-    from pipelines.components import cleaning, resources
+    from pipelines.components import batches, cleaning, resources
+    from pipelines.lake import quarantine, raw
+    from pipelines.lake.table import Lake
     from pipelines.workflows import ingest as module
 
     recorder.wrap(module.ingest, "fn", "flow body (total)")
     recorder.wrap(module._land, "fn", "task land (total)")
     recorder.wrap(module._clean_and_commit, "fn", "task clean and commit (total)")
-    recorder.wrap(module, "raw_index", "land: list raw zone")
-    recorder.wrap(module, "_content_hash", "land: sha256 of arrivals")
-    recorder.wrap(resources.Storage, "write_atomic", "land: write raw copy (fsync + rename)")
-    recorder.wrap(resources.Storage, "read_bytes", "read file bytes (landing + raw)")
-    recorder.wrap(resources.Lake, "state", "read state (Delta history)")
+    recorder.wrap(raw, "raw_index", "land: list raw zone")
+    recorder.wrap(raw.RawZone, "keep_file", "land: copy + sha256 into raw (unless in the manifest)")
+    recorder.wrap(resources.Storage, "read_bytes", "read file bytes (raw)")
+    recorder.wrap(Lake, "state", "read state (Delta history)")
+    recorder.wrap(batches, "units", "clean: read raw files / CSV chunks")
     recorder.wrap(cleaning, "parse_raw", "clean: parse CSV as text")
     recorder.wrap(cleaning, "cast_to_contract", "clean: cast to contract + quarantine flags")
     recorder.wrap(cleaning, "collapse_duplicates", "clean: dedupe last-wins (sort + unique)")
-    recorder.wrap(module, "_write_quarantine", "commit: quarantine table")
-    recorder.wrap(module, "_commit_cleaned", "commit: cleaned table (total)")
-    recorder.wrap(module, "write_deltalake", "delta: write_deltalake (overwrite)")
+    recorder.wrap(quarantine, "replace", "commit: quarantine table")
+    recorder.wrap(Lake, "overwrite", "commit: cleaned table, overwrite (first batch)")
+    recorder.wrap(Lake, "merge", "commit: cleaned table, merge (later batches)")
     recorder.wrap(deltalake.table.TableMerger, "execute", "delta: merge execute")
     recorder.wrap(module, "_record_meta", "commit: _meta runs + schemas")
     recorder.wrap(module, "create_markdown_artifact", "prefect: markdown artifact")

@@ -12,19 +12,18 @@ from the state after every commit, so it heals itself if a run dies between the 
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 
 import polars as pl
 
-from pipelines.components.resources import STATE_KEY, Lake
+from pipelines.lake import Lake
+from pipelines.lake.layout import AGGREGATED, META, PARTITION
+from pipelines.lake.state import state_at, table_partitions
+from pipelines.lake.table import sql_in
 
-AGGREGATED = "aggregated"
-META = "_meta"
 PARTITIONS = "partitions"
-PARTITION = "_partition"
+__all__ = ["AGGREGATED", "PARTITION", "sql_in", "state_at", "table_partitions"]
 
 STATUS_SCHEMA = {
     "dataset": pl.String,
@@ -34,33 +33,6 @@ STATUS_SCHEMA = {
     "since": pl.Datetime("us", "UTC"),
     "run_id": pl.String,
 }
-
-
-def sql_in(column: str, values: Iterable[str]) -> str:
-    """``column IN ('a', 'b')`` with the values quoted for a Delta predicate."""
-    quoted = ", ".join("'" + str(v).replace("'", "''") + "'" for v in sorted(set(values)))
-    return f"{column} IN ({quoted})"
-
-
-def table_partitions(table) -> set[str]:
-    """The ``_partition`` values a Delta table holds at its loaded version (from the log, no data read)."""
-    if PARTITION not in table.metadata().partition_columns:
-        return set()
-    return {p[PARTITION] for p in table.partitions()}
-
-
-def state_at(table) -> dict | None:
-    """The pipelines state of the newest commit, at or before the table's loaded version, that has one."""
-    version = table.version()
-    limit = 20
-    while True:
-        history = table.history(limit=limit)
-        for commit in history:  # newest first
-            if commit.get("version", version) <= version and STATE_KEY in commit:
-                return json.loads(commit[STATE_KEY])
-        if len(history) < limit:
-            return None
-        limit *= 10
 
 
 def stale_partitions(lake: Lake, dataset: str) -> dict[str, dict]:
@@ -125,36 +97,4 @@ def sync_status(
     if desired == rows:
         return
     frame = pl.DataFrame(list(desired.values()), schema=STATUS_SCHEMA).sort("partition")
-    _write_with_retry(lake, dataset, frame, exists=lake.table(META, PARTITIONS) is not None)
-
-
-def _write_with_retry(lake: Lake, dataset: str, frame: pl.DataFrame, *, exists: bool) -> None:
-    """Replace the dataset's rows; another dataset's run committing at the same time is retried."""
-    from deltalake import write_deltalake
-    from deltalake.exceptions import CommitFailedError
-
-    options = lake.storage.delta_options or None
-    for attempt in range(5):
-        try:
-            if not exists:
-                write_deltalake(
-                    lake.uri(META, PARTITIONS),
-                    frame.to_arrow(),
-                    mode="append",
-                    partition_by=["dataset"],
-                    storage_options=options,
-                )
-            else:
-                write_deltalake(
-                    lake.uri(META, PARTITIONS),
-                    frame.to_arrow(),
-                    mode="overwrite",
-                    predicate=sql_in("dataset", [dataset]),
-                    storage_options=options,
-                )
-            return
-        except CommitFailedError:
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * 2**attempt)
-            exists = lake.table(META, PARTITIONS) is not None
+    lake.replace_where(META, PARTITIONS, frame, sql_in("dataset", [dataset]), partition_by=["dataset"])

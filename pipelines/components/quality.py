@@ -31,42 +31,28 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-import great_expectations as gx
 import polars as pl
-from great_expectations.compatibility import pydantic as gx_pydantic
-from great_expectations.core.suite_parameters import SuiteParameterParser
-from great_expectations.exceptions import ExpectationNotFoundError
-from great_expectations.expectations.expectation import (
-    ColumnAggregateExpectation,
-    ColumnMapExpectation,
-    ColumnPairMapExpectation,
-    Expectation,
-    MulticolumnMapExpectation,
-)
-from great_expectations.expectations.metadata_types import FailureSeverity
-from great_expectations.expectations.registry import (
-    get_expectation_impl,
-    list_registered_expectation_implementations,
-)
-from great_expectations.util import convert_to_json_serializable
 
-from pipelines.components.cleaning import LINEAGE, PARTITION, QUARANTINE_SCHEMA, SOURCE_FILE, SOURCE_LINE
+from pipelines.components.cleaning import QUARANTINE_SCHEMA, SOURCE_FILE, SOURCE_LINE
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import ColumnSpec, Problem
+from pipelines.lake.layout import META, SYSTEM_COLUMNS
 
+# Great Expectations (~2 s to import) is imported inside the functions that use it, so a contract
+# without expectations, the CLI and `pipelines env` never pay for it.
 if TYPE_CHECKING:
+    import great_expectations as gx
+    from great_expectations.expectations.expectation import Expectation
+
     from pipelines.components.registry import DatasetSpec
     from pipelines.components.resources import Lake
 
 logger = logging.getLogger(__name__)
 
 SEVERITIES = ("error", "warn")
-GX_SEVERITY = {"error": FailureSeverity.CRITICAL, "warn": FailureSeverity.WARNING}
 PARAMETER = "$PARAMETER"
 PARTIAL_UNEXPECTED = 20
-META, VALIDATIONS = "_meta", "validations"
-# Columns the pipelines add to a table; expectations see only the data's own columns.
-SYSTEM_COLUMNS = (*LINEAGE, PARTITION, "_run_id", "_ingested_at")
+VALIDATIONS = "validations"
 
 # Expectations whose metrics exist only for SQL (or Spark) data sources; a batch here is a frame.
 SQL_ONLY = {
@@ -184,23 +170,52 @@ def _show_argument(value: Any) -> str:
 
 def registered_expectations() -> list[str]:
     """Every expectation name GX knows (its core expectations and any registered custom ones)."""
+    from great_expectations.expectations.registry import list_registered_expectation_implementations
+
     return sorted(list_registered_expectation_implementations())
+
+
+def _gx_not_found() -> type[Exception]:
+    from great_expectations.exceptions import ExpectationNotFoundError
+
+    return ExpectationNotFoundError
+
+
+def _gx_validation_error() -> type[Exception]:
+    from great_expectations.compatibility import pydantic as gx_pydantic
+
+    return gx_pydantic.ValidationError
 
 
 def _expectation_class(name: str) -> type[Expectation] | None:
     try:
+        from great_expectations.expectations.registry import get_expectation_impl
+
         return get_expectation_impl(name)
-    except ExpectationNotFoundError:
+    except _gx_not_found():
         return None
 
 
 def _level(cls: type[Expectation]) -> str:
+    from great_expectations.expectations.expectation import (
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
     row = (ColumnMapExpectation, ColumnPairMapExpectation, MulticolumnMapExpectation)
     return "row" if issubclass(cls, row) else "table"
 
 
 def _domain_columns(cls: type[Expectation], kwargs: Mapping[str, Any]) -> tuple[str, ...]:
     """The data columns an expectation is about (empty for table-shape expectations)."""
+    from great_expectations.expectations.expectation import (
+        ColumnAggregateExpectation,
+        ColumnMapExpectation,
+        ColumnPairMapExpectation,
+        MulticolumnMapExpectation,
+    )
+
     data_kinds = (
         ColumnMapExpectation,
         ColumnPairMapExpectation,
@@ -337,7 +352,7 @@ def _parse_entry(
     constructible = {k: v for k, v in kwargs.items() if k not in RESERVED_ARGUMENTS}
     try:
         cls(**constructible)
-    except gx_pydantic.ValidationError as exc:
+    except _gx_validation_error() as exc:
         for argument, value, message in _explain(exc, cls, name, constructible):
             column = f"{label}.{argument}" if argument else label
             problems.append(Problem(where, column, value, message))
@@ -608,7 +623,7 @@ def check_references(specs: Mapping[str, DatasetSpec], problems: list[Problem]) 
 
 def evaluate_expression(expression: str, now: datetime) -> Any:
     """A GX suite-parameter expression (arithmetic, ``now()``, ``timedelta(...)``); ``now()`` is ``now`` (UTC)."""
-    from great_expectations.core.suite_parameters import parse_string
+    from great_expectations.core.suite_parameters import SuiteParameterParser, parse_string
 
     parser = SuiteParameterParser()
     parser.fn = {**SuiteParameterParser.fn, "now": lambda: now}
@@ -681,7 +696,9 @@ def build_expectation(
         raise PipelinesError(f"{spec.name} is not a Great Expectations expectation.")
     if severity:
         kwargs["meta"] = {**(kwargs.get("meta") or {}), "contract_index": spec.index, "severity": severity}
-        kwargs["severity"] = GX_SEVERITY[severity]
+        from great_expectations.expectations.metadata_types import FailureSeverity
+
+        kwargs["severity"] = {"error": FailureSeverity.CRITICAL, "warn": FailureSeverity.WARNING}[severity]
     return cls(**kwargs)
 
 
@@ -696,6 +713,8 @@ def compile_suite(
     Severities are in GX's terms (error = critical, warn = warning); the contract's own severity and
     position are in each expectation's ``meta``. Unresolved parameters stay ``{$PARAMETER: ...}``.
     """
+    import great_expectations as gx
+
     suite = gx.ExpectationSuite(
         name=dataset,
         expectations=[build_expectation(e, parameters, e.severity_under(policy)) for e in expectations],
@@ -716,6 +735,8 @@ def ephemeral_context():
         progress_bars=ProgressBarsConfig(globally=False),
         analytics_enabled=False,
     )
+    import great_expectations as gx
+
     return gx.get_context(mode="ephemeral", project_config=config)
 
 
@@ -775,6 +796,8 @@ def jsonable(value: Any) -> Any:
     if type(value).__name__ == "NaTType":  # pandas' missing datetime
         return None
     try:
+        from great_expectations.util import convert_to_json_serializable
+
         converted = convert_to_json_serializable(value)
     except Exception:
         return str(value)

@@ -555,6 +555,27 @@ def _parse_row(
                     "is required for a cleaned dataset: a glob under the landing URL, sql:<table> or an http(s) URL.",
                 )
             )
+        scheme = source.split("://", 1)[0].lower() if "://" in source else None
+        if scheme == "file" and not source[len("file://") :].startswith("/"):
+            problems.append(
+                Problem(
+                    where,
+                    "source",
+                    source,
+                    "is a file:// URL without an absolute path: write file:///absolute/path/*.csv "
+                    "(three slashes), or a glob relative to the landing URL.",
+                )
+            )
+        elif scheme not in (None, "file", "s3", "http", "https"):
+            problems.append(
+                Problem(
+                    where,
+                    "source",
+                    source,
+                    f"uses {scheme}://, which ingest cannot read: use a glob under the landing URL, an absolute "
+                    "path, a file:// or s3:// URL, sql:<table> or an http(s) URL.",
+                )
+            )
         if fmt not in FORMATS:
             problems.append(
                 Problem(

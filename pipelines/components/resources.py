@@ -1,4 +1,4 @@
-"""Resources: Storage (fsspec), Lake (Delta tables) and Warehouse (SQLAlchemy).
+"""Resources: Storage (fsspec) and Warehouse (SQLAlchemy); the Delta lake is :mod:`pipelines.lake`.
 
 Each has a real and a local form behind one interface, chosen from the URL:
 a local folder or ``s3://``; SQLite or PostgreSQL. Resources are built from
@@ -469,96 +469,13 @@ class Warehouse:
         self.engine.dispose()
 
 
-# Lake (Delta tables) -------------------------------------------------------------------------
-
-STATE_KEY = "pipelines.state"
+# The lake (Delta tables) lives in pipelines.lake, the one package that writes them.
 
 
-class Lake:
-    """The Delta tables of one namespace: <root>/<zone>/<dataset> (cleaned, quarantine, aggregated, _meta).
+def __getattr__(name: str):
+    """``Lake`` and ``STATE_KEY`` are importable from here too (they live in :mod:`pipelines.lake`)."""
+    if name in ("Lake", "STATE_KEY"):
+        import pipelines.lake
 
-    Read with :meth:`uri`, :meth:`table`, :meth:`read`, :meth:`scan`; every write goes through
-    :meth:`write_uri`, which refuses a table outside the storage's namespace scope.
-    """
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-
-    @classmethod
-    def from_settings(cls, settings: Settings, namespace: str | None = None) -> Lake:
-        """This namespace's lake, or (read-only) another's, e.g. ``Lake.from_settings(s, "serving")``."""
-        url = settings.namespace_url if namespace is None else settings.namespace_url_of(namespace)
-        return cls(Storage.from_settings(url, settings))
-
-    def __repr__(self) -> str:
-        return f"Lake({self.storage.url!r})"
-
-    def uri(self, zone: str, name: str) -> str:
-        """Where a table lives, for reading (use :meth:`write_uri` to write it)."""
-        return self.storage.uri(zone, name)
-
-    def write_uri(self, zone: str, name: str) -> str:
-        """Where a table lives, after checking this namespace may write it."""
-        return self.storage.check_writable(zone, name)
-
-    def table(self, zone: str, name: str):
-        """The DeltaTable, or None when it does not exist yet."""
-        from deltalake import DeltaTable
-
-        uri = self.uri(zone, name)
-        if not DeltaTable.is_deltatable(uri, storage_options=self.storage.delta_options or None):
-            return None
-        return DeltaTable(uri, storage_options=self.storage.delta_options or None)
-
-    def exists(self, zone: str, name: str) -> bool:
-        return self.table(zone, name) is not None
-
-    def read(self, zone: str, name: str, *, version: int | None = None):
-        """The whole table as a polars DataFrame (empty frame when the table does not exist)."""
-        import polars as pl
-
-        table = self.table(zone, name)
-        if table is None:
-            return pl.DataFrame()
-        if version is not None:
-            table.load_as_version(version)
-        return pl.from_arrow(table.to_pyarrow_table())
-
-    def scan(self, zone: str, name: str):
-        """A lazy polars scan of the table."""
-        import polars as pl
-
-        return pl.scan_delta(self.uri(zone, name), storage_options=self.storage.delta_options or None)
-
-    def state(self, zone: str, name: str, *, table=None) -> dict | None:
-        """The pipelines state committed with the latest data commit (watermark, files, ...)."""
-        import json
-
-        table = table if table is not None else self.table(zone, name)
-        if table is None:
-            return None
-        limit = 20
-        while True:
-            history = table.history(limit=limit)
-            for commit in history:  # newest first
-                if STATE_KEY in commit:
-                    return json.loads(commit[STATE_KEY])
-            if len(history) < limit:
-                return None
-            limit *= 10
-
-    def append(self, zone: str, name: str, frame, *, partition_by: list[str] | None = None) -> None:
-        """Append rows (creating the table, evolving its schema by adding columns)."""
-        from deltalake import write_deltalake
-
-        uri = self.write_uri(zone, name)
-        if frame.height == 0:
-            return
-        write_deltalake(
-            uri,
-            frame.to_arrow(),
-            mode="append",
-            partition_by=partition_by,
-            schema_mode="merge",
-            storage_options=self.storage.delta_options or None,
-        )
+        return getattr(pipelines.lake, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

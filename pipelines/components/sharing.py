@@ -19,7 +19,6 @@ whose rows cannot be identified, makes the share a full reload. See docs/share.m
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -34,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec
-from pipelines.components.resources import STATE_KEY, Lake, TableInfo, Warehouse, quote_ident
+from pipelines.components.resources import TableInfo, Warehouse, quote_ident
 from pipelines.components.sqlschema import (
     RUN_ID,
     TableDesign,
@@ -44,26 +43,13 @@ from pipelines.components.sqlschema import (
     evolve_statements,
     sqlite_expressions,
 )
+from pipelines.lake import Lake
+from pipelines.lake.state import changes_data, commit_state, commit_timestamp
 
 MODES = ("merge", "replace", "append")
 BATCH_ROWS = 100_000
 STATE_TABLE, LOADS_TABLE = "_pipelines_state", "_pipelines_loads"
 _STAGE, _REMOVED = "_pipelines_stage", "_pipelines_removed"
-
-# Delta operations that never add, change or remove rows.
-_NEUTRAL_OPERATIONS = {
-    "CREATE TABLE",
-    "OPTIMIZE",
-    "VACUUM START",
-    "VACUUM END",
-    "SET TBLPROPERTIES",
-    "ADD CONSTRAINT",
-    "DROP CONSTRAINT",
-    "ADD COLUMN",
-    "ADD FEATURE",
-    "UPDATE FIELD METADATA",
-    "UPDATE TABLE METADATA",
-}
 
 
 class ShareError(PipelinesError):
@@ -122,13 +108,7 @@ class Changes:
 
 
 def _commit_run_id(commit: dict[str, Any]) -> str | None:
-    raw = commit.get(STATE_KEY)
-    if not raw:
-        return None
-    try:
-        run_id = json.loads(raw).get("run_id")
-    except (ValueError, AttributeError):
-        return None
+    run_id = (commit_state(commit) or {}).get("run_id")
     return str(run_id) if run_id else None
 
 
@@ -155,7 +135,7 @@ def changes_since(history: Iterable[dict[str, Any]], shared: int, current: int) 
         params = commit.get("operationParameters") or {}
         metrics = commit.get("operationMetrics") or {}
         run_id = _commit_run_id(commit)
-        if operation in _NEUTRAL_OPERATIONS:
+        if not changes_data(commit):
             continue
         if operation == "CREATE OR REPLACE TABLE":
             run_ids, removes, rewritten = set(), True, True
@@ -208,14 +188,6 @@ def _full_or_refuse(mode: str, dataset: str, shared: int, reason: str) -> _Plan:
             "from the lake, or share it with mode merge or replace."
         )
     return _Plan("full", reason)
-
-
-def commit_timestamp(table: Any, version: int) -> int | None:
-    """When a version of a Delta table was committed (ms since 1970), if its log entry is still there."""
-    for commit in table.history(limit=max(1, table.version() - version + 1)):
-        if _int(commit.get("version")) == version:
-            return _int(commit.get("timestamp"))
-    return None
 
 
 def _plan(
@@ -312,13 +284,10 @@ def _batches(table: Any, columns: list[str], run_ids: frozenset[str] | None) -> 
 
 def _removed_keys(lake: Lake, zone: str, name: str, shared: int, table: Any, key: tuple[str, ...]):
     """Keys present at the shared version and absent now, or None when that version is gone."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import DeltaError
 
     try:
-        old = DeltaTable(
-            lake.uri(zone, name), version=shared, storage_options=lake.storage.delta_options or None
-        )
+        old = lake.table(zone, name, version=shared)
         before = pl.scan_delta(old).select(key).collect()
     except (DeltaError, OSError, pl.exceptions.ComputeError) as exc:
         logging.getLogger(__name__).info("version %s of %s cannot be read (%s)", shared, name, exc)

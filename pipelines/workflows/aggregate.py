@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, write_deltalake
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
@@ -30,36 +29,19 @@ from pydantic import BaseModel, Field
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
-from pipelines.components.partitions import (
-    PARTITION,
-    sql_in,
-    state_at,
-    sync_status,
-    table_partitions,
-)
+from pipelines.components.partitions import sync_status
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
-from pipelines.components.resources import STATE_KEY, Lake, Storage
+from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key
+from pipelines.lake import CommitConflict, Lake, ledger
+from pipelines.lake.layout import AGGREGATED, CLEANED, INGESTED_AT, PARTITION, RUN_ID, SOURCE_FILE
+from pipelines.lake.state import changes_data, commit_state, commits_since, state_at, table_partitions
 
-CLEANED, AGGREGATED, META = "cleaned", "aggregated", "_meta"
-RUN_ID = "_run_id"
 # Bookkeeping columns of upstream tables that transforms do not see (``_partition`` they do).
-HIDDEN_INPUT_COLUMNS = ("_source_file", "_run_id", "_ingested_at")
-# Delta operations that rewrite files without changing what the table holds.
-NON_DATA_OPERATIONS = frozenset(
-    {
-        "OPTIMIZE",
-        "VACUUM START",
-        "VACUUM END",
-        "SET TBLPROPERTIES",
-        "ADD CONSTRAINT",
-        "DROP CONSTRAINT",
-        "UPDATE FIELD METADATA",
-        "UPDATE TABLE METADATA",
-    }
-)
+HIDDEN_INPUT_COLUMNS = (SOURCE_FILE, RUN_ID, INGESTED_AT)
+_ATTEMPTS = 5
 
 
 class InputNotReadyError(PipelinesError):
@@ -116,6 +98,7 @@ class _Plan(BaseModel):
     inputs: list[_Input]
     affected: list[str] = []
     previous: dict[str, Any] | None = None
+    output_version: int | None = Field(default=None, description="the output's version this plan read")
 
 
 # transform -----------------------------------------------------------------------------------
@@ -170,35 +153,28 @@ def _zone(spec: DatasetSpec) -> str:
     return CLEANED if spec.stage == "cleaned" else AGGREGATED
 
 
-def _changes(name: str, table: DeltaTable, built: int) -> tuple[set[str], bool, str | None]:
+def _changes(name: str, table, built: int) -> tuple[set[str], bool, str | None]:
     """Partitions touched by the commits after version ``built``; (touched, changed, full-rebuild reason)."""
     version = table.version()
-    if built == version:
-        return set(), False, None
     if built > version:
         return (
             set(),
             True,
             f"{name} is at version {version}, before version {built} that the last build used (the table was recreated)",
         )
-    needed = version - built
-    commits = {c["version"]: c for c in table.history(limit=needed + 50) if "version" in c}
     touched: set[str] = set()
     changed = False
-    for number in range(built + 1, version + 1):
-        commit = commits.get(number)
+    for number, commit in commits_since(table, built):
         if commit is None:
             return touched, True, f"the Delta log of {name} no longer has version {number}"
-        operation = commit.get("operation", "?")
-        if operation in NON_DATA_OPERATIONS:
+        if not changes_data(commit):
             continue
-        raw = commit.get(STATE_KEY)
-        state = json.loads(raw) if raw else None
+        state = commit_state(commit)
         if not state or "touched_partitions" not in state:
             return (
                 touched,
                 True,
-                f"{name} version {number} ({operation}) records no touched partitions",
+                f"{name} version {number} ({commit.get('operation', '?')}) records no touched partitions",
             )
         if state["touched_partitions"]:
             changed = True
@@ -243,7 +219,14 @@ def _plan(spec: DatasetSpec, registry: Registry, lake: Lake, full_refresh: bool,
                 item.changed = item.changed or bool(item.disappeared)
         inputs.append(item)
 
-    plan = _Plan(mode="full", reason="", definition=definition, inputs=inputs, previous=previous)
+    plan = _Plan(
+        mode="full",
+        reason="",
+        definition=definition,
+        inputs=inputs,
+        previous=previous,
+        output_version=output.version() if output is not None else None,
+    )
     changed = [i for i in inputs if i.changed]
     if output is None or previous is None:
         plan.reason = "first build"
@@ -398,8 +381,7 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
     logger = get_run_logger()
     now = datetime.now(UTC)
     uri = lake.uri(AGGREGATED, spec.name)
-    options = lake.storage.delta_options or None
-    table = lake.table(AGGREGATED, spec.name)
+    table = lake.table(AGGREGATED, spec.name, version=plan.output_version)
     partitioned = bool(spec.partition_field)
 
     if plan.mode == "incremental":
@@ -467,18 +449,10 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
         "stale_partitions": dict(sorted(stale.items())),
         "marked_stale": newly,
     }
-    commit = CommitProperties(custom_metadata={STATE_KEY: json.dumps(state)})
-    arrow = frame.to_arrow()
     partition_by = [PARTITION] if partitioned else None
     if table is None or not kept:
-        write_deltalake(
-            uri,
-            arrow,
-            mode="overwrite",
-            partition_by=partition_by,
-            schema_mode="overwrite",
-            storage_options=options,
-            commit_properties=commit,
+        committed = lake.overwrite(
+            AGGREGATED, spec.name, frame, state=state, base=table, partition_by=partition_by
         )
     else:
         difference = _schema_difference(dict(pl.scan_delta(table).collect_schema()), dict(frame.schema))
@@ -490,18 +464,11 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
                 f"`pipelines aggregate {spec.name} --full-refresh`."
             )
         if produced:
-            write_deltalake(
-                uri,
-                arrow,
-                mode="overwrite",
-                predicate=sql_in(PARTITION, produced),
-                partition_by=partition_by,
-                storage_options=options,
-                commit_properties=commit,
+            committed = lake.replace_partitions(
+                AGGREGATED, spec.name, frame, produced, state=state, base=table
             )
         else:
-            write_deltalake(uri, arrow, mode="append", storage_options=options, commit_properties=commit)
-    committed = lake.table(AGGREGATED, spec.name)
+            committed = lake.append(AGGREGATED, spec.name, frame, state=state, base=table)
     present = table_partitions(committed) if partitioned else set()
     sync_status(
         lake,
@@ -540,25 +507,20 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
 
 def _record_run(lake: Lake, result: AggregateResult, now: datetime) -> None:
     """One row in _meta/runs (derived; the aggregated table's commit is the truth)."""
-    lake.append(
-        META,
-        "runs",
-        pl.DataFrame(
-            [
-                {
-                    "run_id": result.run_id,
-                    "dataset": result.dataset,
-                    "workflow": "aggregate",
-                    "mode": result.mode,
-                    "finished_at": now,
-                    "written": result.rows_written,
-                    "touched_partitions": json.dumps(result.partitions_recomputed),
-                    "stale_partitions": json.dumps(result.stale_partitions),
-                    "inputs": json.dumps(result.inputs),
-                    "table_version": result.version,
-                }
-            ]
-        ).with_columns(pl.col("finished_at").dt.replace_time_zone("UTC")),
+    ledger.record_run(
+        lake,
+        {
+            "run_id": result.run_id,
+            "dataset": result.dataset,
+            "workflow": "aggregate",
+            "mode": result.mode,
+            "finished_at": now,
+            "written": result.rows_written,
+            "touched_partitions": json.dumps(result.partitions_recomputed),
+            "stale_partitions": json.dumps(result.stale_partitions),
+            "inputs": json.dumps(result.inputs),
+            "table_version": result.version,
+        },
     )
 
 
@@ -600,7 +562,21 @@ def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     function, source_hash = _load_transform(spec)
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
     run_id = new_run_id()
-    plan = _plan(spec, registry, lake, full_refresh, _definition(spec, source_hash))
+    logger = get_run_logger()
+    for attempt in range(1, _ATTEMPTS + 1):
+        plan = _plan(spec, registry, lake, full_refresh, _definition(spec, source_hash))
+        if plan.mode == "up_to_date":
+            break
+        try:
+            result = _build_and_commit(spec, lake, plan, run_id, function)
+            break
+        except CommitConflict as exc:
+            if attempt == _ATTEMPTS:
+                raise PipelinesError(
+                    f"{dataset!r}: {_ATTEMPTS} builds in a row lost to concurrent commits to aggregated/{dataset}. "
+                    "Nothing was half-written; run it again when the other runs have finished."
+                ) from None
+            logger.warning("%s: %s (attempt %d of %d)", dataset, exc, attempt, _ATTEMPTS)
     if plan.mode == "up_to_date":
         table = lake.table(AGGREGATED, spec.name)
         result = AggregateResult(
@@ -617,7 +593,6 @@ def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
             version=table.version() if table is not None else None,
         )
     else:
-        result = _build_and_commit(spec, lake, plan, run_id, function)
         _record_run(lake, result, datetime.now(UTC))
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info("%s: %s, %s (%s)", dataset, result.status, result.mode, result.reason)

@@ -4,17 +4,18 @@ A partition becomes stale when the aggregate workflow can no longer derive it (i
 partition disappeared); its rows stay, marked stale, until this workflow deletes them. The delete
 is one Delta commit that carries the table's state forward with ``stale_partitions`` emptied and
 ``removed_partitions`` listing what went, so downstream aggregates see the partitions disappear.
-Deleted files stay reachable by Delta time travel until the table is vacuumed.
+Deleted files stay reachable by Delta time travel until the table is vacuumed: with
+``vacuum_hours`` the run also vacuums the dataset's table and its quarantine table (cleaned or
+aggregated), deleting files no version of the last ``vacuum_hours`` references, including the
+orphan data files a commit killed half-way leaves behind.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 
 import polars as pl
-from deltalake import CommitProperties
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
@@ -25,16 +26,17 @@ from pipelines.components.errors import PipelinesError
 from pipelines.components.partitions import (
     AGGREGATED,
     PARTITION,
-    sql_in,
     state_at,
     sync_status,
     table_partitions,
 )
 from pipelines.components.registry import load_registry
-from pipelines.components.resources import STATE_KEY, Lake, Storage
+from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key
+from pipelines.lake import Lake
+from pipelines.lake.layout import CLEANED, QUARANTINE
 
 
 class CleanupResult(BaseModel):
@@ -50,21 +52,54 @@ class CleanupResult(BaseModel):
     rows_removed: int = Field(default=0, description="rows deleted (with dry_run: rows that would be)")
     table: str = ""
     version: int | None = None
+    vacuumed: list[str] = Field(
+        default=[], description="files deleted by the vacuum (with dry_run: to delete)"
+    )
     duration_seconds: float = 0.0
 
 
+def _vacuum(lake: Lake, zone: str, dataset: str, hours: int, dry_run: bool) -> list[str]:
+    removed = lake.vacuum(zone, dataset, retention_hours=hours, dry_run=dry_run)
+    removed += lake.vacuum(QUARANTINE, dataset, retention_hours=hours, dry_run=dry_run)
+    get_run_logger().info(
+        "%s: vacuum %s %d file(s)", dataset, "would delete" if dry_run else "deleted", len(removed)
+    )
+    return removed
+
+
 @flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
-def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
-    """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing)."""
+def cleanup(dataset: str, dry_run: bool = False, vacuum_hours: int | None = None) -> CleanupResult:
+    """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing).
+
+    With ``vacuum_hours`` (any dataset), also vacuum its table and quarantine: delete files unreferenced
+    for that long, including orphans of killed commits.
+    """
     started = time.monotonic()
     logger = get_run_logger()
     settings = get_settings()
     spec = load_registry(settings.registry_path).get(dataset)
-    if spec.stage != "aggregated":
+    if vacuum_hours is not None and vacuum_hours < 1:
         raise PipelinesError(
-            f"Dataset {dataset!r} is {spec.stage}; only aggregated datasets have stale partitions to clean up."
+            f"vacuum_hours must be at least 1 (files a running commit is writing are younger), got {vacuum_hours}."
         )
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
+    if spec.stage != "aggregated":
+        if vacuum_hours is None:
+            raise PipelinesError(
+                f"Dataset {dataset!r} is {spec.stage}; only aggregated datasets have stale partitions to clean up. "
+                f"To vacuum its table, run `pipelines run cleanup -p dataset={dataset} -p vacuum_hours=168`."
+            )
+        result = CleanupResult(
+            dataset=dataset,
+            namespace=settings.namespace,
+            run_id=new_run_id(),
+            dry_run=dry_run,
+            status="would_remove" if dry_run else "removed",
+            table=lake.uri(CLEANED, dataset),
+        )
+        result.vacuumed = _vacuum(lake, CLEANED, dataset, vacuum_hours, dry_run)
+        result.duration_seconds = round(time.monotonic() - started, 3)
+        return result
     run_id = new_run_id()
     uri = lake.uri(AGGREGATED, dataset)
     table = lake.table(AGGREGATED, dataset)
@@ -107,11 +142,7 @@ def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
                 "marked_stale": [],
                 "removed_partitions": sorted(stale),
             }
-            table.delete(
-                sql_in(PARTITION, stale),
-                commit_properties=CommitProperties(custom_metadata={STATE_KEY: json.dumps(new_state)}),
-            )
-            committed = lake.table(AGGREGATED, dataset)
+            committed = lake.delete_partitions(AGGREGATED, dataset, stale, state=new_state, base=table)
             sync_status(
                 lake,
                 dataset,
@@ -123,6 +154,8 @@ def cleanup(dataset: str, dry_run: bool = False) -> CleanupResult:
             )
             result.status = "removed"
             result.version = committed.version()
+    if vacuum_hours is not None:
+        result.vacuumed = _vacuum(lake, AGGREGATED, dataset, vacuum_hours, dry_run)
     logger.info(
         "%s: %s %d stale partition(s), %d row(s)%s",
         dataset,

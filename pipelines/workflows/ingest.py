@@ -1,41 +1,43 @@
 """Ingest one registry dataset: landing -> raw (kept) -> cleaned Delta table, incremental and late-aware.
 
-Two coarse tasks. ``_land`` copies what arrived (files, SQL extracts, API pages) unchanged
-into ``raw/<dataset>/ingest_date=YYYY-MM-DD/<run_id>-<content_hash>.<ext>``, skipping
-content it already holds. ``_clean_and_commit`` parses every raw file the cleaned table
-has not committed yet, casts it to the contract, quarantines what fails with reasons,
-collapses duplicate keys last-wins, and commits: a merge on the primary key (incremental)
-or a replace (full). The watermark and the ledger of committed raw files travel in that
-same Delta commit, so a crash anywhere leaves the table as it was and a rerun, on any
-machine, continues from the raw zone.
+Two coarse tasks. ``_land`` copies what arrived (files, SQL extracts, API pages) unchanged into the
+raw zone (:mod:`pipelines.lake.raw`: files already landed are known by the manifest, content by its
+hash). ``_clean_and_commit`` streams the raw files the cleaned table has not committed yet in
+bounded batches (:mod:`pipelines.components.batches`): each batch is parsed, cast to the contract,
+quarantined with reasons, collapsed last-wins on the primary key, checked by the contract's
+expectations and committed (a merge where an older row never overwrites a newer one) together with
+the state it reaches: watermark, ledger of consumed raw files and how far into a file a batch got.
+A crash leaves a consistent prefix and the next run, on any machine, continues from there. A full
+dataset's snapshot is replaced in one overwrite commit. A concurrent run's commit makes this run
+re-plan from the new state (optimistic concurrency; see docs/ingestion.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, write_deltalake
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from pipelines.components import cleaning, quality
+from pipelines.components import batches, cleaning, quality
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
-from pipelines.components.errors import PipelinesError
+from pipelines.components.errors import ConfigError, PipelinesError
 from pipelines.components.registry import DatasetSpec, load_registry
-from pipelines.components.resources import STATE_KEY, Lake, Storage, quote_ident
+from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key
+from pipelines.lake import CommitConflict, Lake, ledger, quarantine
+from pipelines.lake.layout import CLEANED, INGESTED_AT, PARTITION, RUN_ID, raw_hash
+from pipelines.lake.raw import Landed, RawZone, list_files
 
-RAW, CLEANED, QUARANTINE, META = "raw", "cleaned", "quarantine", "_meta"
-RUN_ID, INGESTED_AT = "_run_id", "_ingested_at"
+_ATTEMPTS = 8
 
 
 class SchemaFrozenError(PipelinesError):
@@ -61,7 +63,13 @@ class IngestResult(BaseModel):
     schema_changes: list[str] = []
     raw_files: list[str] = Field(default=[], description="raw files written by this run")
     processed_files: list[str] = Field(default=[], description="raw files committed by this run")
-    skipped_files: int = Field(default=0, description="arrivals whose content was already ingested")
+    skipped_files: int = Field(
+        default=0, description="arrivals already in raw (same file by the landing manifest, or same content)"
+    )
+    batches: int = Field(default=0, description="batches committed by this run (each with its state)")
+    conflicts: int = Field(
+        default=0, description="commits lost to a concurrent run of the dataset, then re-planned"
+    )
     rejected_files: list[str] = Field(default=[], description="raw files quarantined whole (unreadable)")
     cleaned_table: str = ""
     cleaned_version: int | None = None
@@ -84,41 +92,24 @@ class IngestResult(BaseModel):
     )
 
 
-# raw zone ------------------------------------------------------------------------------------
-
-
-def _content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
-def _raw_hash(rel: str) -> str | None:
-    """The content hash in a raw file name <run_id>-<hash>.<ext>, or None for another name."""
-    stem = rel.rsplit("/", 1)[-1].split(".", 1)[0]
-    return stem.rsplit("-", 1)[1] if "-" in stem else None
-
-
-def raw_index(storage: Storage, dataset: str) -> dict[str, str]:
-    """content hash -> raw path, for every raw file of the dataset (oldest first)."""
-    index: dict[str, str] = {}
-    for rel in storage.glob(f"{RAW}/{dataset}/ingest_date=*/*"):
-        digest = _raw_hash(rel)
-        if digest:
-            index.setdefault(digest, rel)
-    return index
-
-
-def _ext(name: str) -> str:
-    base = name.rsplit("/", 1)[-1]
-    return base.split(".", 1)[1].lower() if "." in base else "dat"
+# landing --------------------------------------------------------------------------------------
 
 
 def _landing_storage(spec: DatasetSpec, settings: Settings) -> tuple[Storage, str]:
-    """The storage to glob and the pattern: relative globs live under the landing URL."""
+    """The storage to glob and the pattern: absolute paths, file:// and s3:// URLs, or a glob under the landing URL."""
     source = spec.source
+    if source.startswith("file://"):
+        source = source.removeprefix("file://")
+        if not source.startswith("/"):
+            raise ConfigError(
+                f"Dataset {spec.name!r} (registry row {spec.row}): source {spec.source!r} is a file:// URL "
+                "without an absolute path. Write file:///absolute/path/*.csv (three slashes), or a glob "
+                "relative to the landing zone."
+            )
     if source.startswith("s3://") or source.startswith("/"):
         parts = source.split("/")
         cut = next((i for i, p in enumerate(parts) if any(ch in p for ch in "*?[")), len(parts) - 1)
-        root, pattern = "/".join(parts[:cut]), "/".join(parts[cut:])
+        root, pattern = "/".join(parts[:cut]) or "/", "/".join(parts[cut:])
         return Storage.from_settings(root, settings), pattern
     return Storage.from_settings(settings.landing_url, settings), source
 
@@ -141,38 +132,28 @@ def _retry_transient(task, task_run, state) -> bool:
     retry_jitter_factor=0.5,
     retry_condition_fn=_retry_transient,
 )
-def _land(
-    spec: DatasetSpec, settings: Settings, storage: Storage, state: dict | None, run_id: str
-) -> dict[str, Any]:
-    """Copy new arrivals into the raw zone unchanged; returns the new raw paths and skipped count."""
+def _land(spec: DatasetSpec, settings: Settings, storage: Storage, state: dict | None, run_id: str) -> Landed:
+    """Copy new arrivals into the raw zone unchanged; returns the raw paths written, seen and skipped."""
     logger = get_run_logger()
-    known = raw_index(storage, spec.name)
-    today = datetime.now(UTC).date().isoformat()
-    written: list[str] = []
-    current: list[str] = []
-    skipped = 0
-
-    def keep(name: str, data: bytes) -> None:
-        nonlocal skipped
-        digest = _content_hash(data)
-        if digest in known:
-            skipped += 1
-            if known[digest] not in current:
-                current.append(known[digest])
-            return
-        rel = f"{RAW}/{spec.name}/ingest_date={today}/{run_id}-{digest}.{_ext(name)}"
-        storage.write_atomic(rel, data)
-        known[digest] = rel
-        written.append(rel)
-        current.append(rel)
-
+    zone = RawZone(storage, spec.name, run_id, datetime.now(UTC).date().isoformat())
     if spec.source_kind == "files":
         landing, pattern = _landing_storage(spec, settings)
-        files = landing.glob(pattern)
+        files = list_files(landing, pattern)
         if not files:
-            logger.warning("No files match %s under %s", pattern, landing.url)
-        for name in files:
-            keep(name, landing.read_bytes(name))
+            first = state is None
+            logger.warning(
+                "%s: no file matches %r under %s%s",
+                spec.name,
+                pattern,
+                landing.url,
+                " (nothing has been ingested yet: check the registry's source column, "
+                "PIPELINES_LANDING_URL for a relative glob, and that files have arrived)"
+                if first
+                else "",
+            )
+        for path, info in files:
+            zone.keep_file(landing, path, info)
+        zone.save_manifest()
     elif spec.source_kind == "sql":
         from pipelines.components.secrets import get_secret
         from pipelines.components.sources import query_sql
@@ -188,7 +169,7 @@ def _land(
             incremental_field=spec.incremental_field if spec.incremental else None,
             since=since,
         ):
-            keep(f"{arrival.name}.{arrival.ext}", arrival.data)
+            zone.keep(f"{arrival.name}.{arrival.ext}", [arrival.data])
     else:
         from pipelines.components.sources import fetch_http
 
@@ -204,9 +185,12 @@ def _land(
             since_param=options.get("since_param"),
             timeout=float(options.get("timeout", 30)),
         ):
-            keep(f"{arrival.name}.{arrival.ext}", arrival.data)
-    logger.info("%s: %d new raw file(s), %d already ingested", spec.name, len(written), skipped)
-    return {"written": written, "skipped": skipped, "current": current, "index": known}
+            zone.keep(f"{arrival.name}.{arrival.ext}", [arrival.data])
+    landed = zone.landed
+    if landed.swept:
+        logger.info("%s: removed %d staging file(s) left by interrupted runs", spec.name, landed.swept)
+    logger.info("%s: %d new raw file(s), %d already landed", spec.name, len(landed.written), landed.skipped)
+    return landed
 
 
 def _since(spec: DatasetSpec, state: dict | None) -> Any:
@@ -246,186 +230,310 @@ def _from_text(text: str, type_: str) -> Any:
 # clean and commit ----------------------------------------------------------------------------
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+def _pending(
+    spec: DatasetSpec, state: dict | None, landed: Landed, full_refresh: bool
+) -> list[batches.Pending]:
+    """The raw files an incremental run still has to ingest, oldest first, resuming a cut file."""
+    committed: dict[str, str] = dict((state or {}).get("files", {}))
+    partial: dict[str, dict] = dict((state or {}).get("partial", {})) if not full_refresh else {}
+    rels = (
+        list(landed.index.values())
+        if full_refresh
+        else [r for d, r in landed.index.items() if d not in committed]
+    )
+    ordered = sorted(rels)  # arrival order: see layout.raw_name
+    out = []
+    for number, rel in enumerate(ordered):
+        resume = partial.get(rel) or {}
+        out.append(batches.Pending(rel, number, int(resume.get("offset", 0)), int(resume.get("line", 2))))
+    return out
 
 
-@task(name="clean and commit")
-def _clean_and_commit(
+def _finish(spec: DatasetSpec, good: pl.DataFrame, run_id: str, now: datetime) -> pl.DataFrame:
+    """Add the lake's columns (partition, run id, ingested at) and drop the parse bookkeeping."""
+    partition_col = spec.contract.columns.get(spec.partition_field) if spec.partition_field else None
+    return good.with_columns(
+        cleaning.partition_expr(partition_col, spec.partition_field),
+        pl.lit(run_id).alias(RUN_ID),
+        pl.lit(now).dt.replace_time_zone("UTC").alias(INGESTED_AT),
+    ).drop(cleaning.SEQ, cleaning.SOURCE_LINE, strict=False)
+
+
+def _schema_policy(
+    spec: DatasetSpec, extra: list[str], table, files: list[str], result: IngestResult
+) -> None:
+    """Refuse (freeze) or record (evolve, discard_columns) columns the contract does not declare."""
+    if not extra:
+        return
+    if spec.schema_policy == "freeze":
+        raise SchemaFrozenError(
+            f"Dataset {spec.name!r} has schema_policy=freeze, and {', '.join(files)} brought column(s) "
+            f"{', '.join(extra)} that its contract does not declare. Nothing was written; the raw files are "
+            f"kept. Fix: add the column(s) to contracts/{spec.name}.yaml, or set schema_policy to evolve or "
+            "discard_columns in the registry, then run ingest again."
+        )
+    if spec.schema_policy == "discard_columns":
+        change = [f"discarded column {c}" for c in extra]
+    else:
+        known = set(table.schema().to_arrow().names) if table is not None else set()
+        change = [f"added column {c} (string)" for c in extra if c not in known]
+    result.schema_changes += [c for c in change if c not in result.schema_changes]
+
+
+def _late_and_watermark(spec: DatasetSpec, good: pl.DataFrame, before: str | None, current: str | None):
+    """(late rows against the run's starting watermark, the watermark after this batch)."""
+    inc = spec.incremental_field
+    if not inc or not good.height:
+        return 0, current
+    column = spec.contract.columns[inc]
+    batch_max = good.get_column(inc).max()
+    late = 0
+    if before is not None:
+        previous = _from_text(before, column.type)
+        if isinstance(previous, datetime) and column.timezone and previous.tzinfo is None:
+            previous = previous.replace(tzinfo=UTC)
+        partition_col = spec.contract.columns.get(spec.partition_field) if spec.partition_field else None
+        if partition_col is not None and partition_col.is_temporal and column.is_temporal:
+            cutoff = previous.date().isoformat() if isinstance(previous, datetime) else str(previous)
+            late = good.filter(pl.col(PARTITION) < cutoff).height
+        else:
+            late = good.filter(pl.col(inc) < previous).height
+    if batch_max is None:
+        return late, current
+    if current is None:
+        return late, _to_text(batch_max)
+    now_max = _from_text(current, column.type)
+    if isinstance(now_max, datetime) and column.timezone and now_max.tzinfo is None:
+        now_max = now_max.replace(tzinfo=UTC)
+    return late, _to_text(batch_max) if batch_max > now_max else current
+
+
+def _account(
+    spec: DatasetSpec, result: IngestResult, rows_in: int, written: int, bad: int, collapsed: int, held: int
+) -> None:
+    result.rows_in += rows_in
+    result.written += written
+    result.quarantined += bad
+    result.duplicates_collapsed += collapsed
+    if rows_in != written + bad + collapsed + held:
+        raise PipelinesError(
+            f"Row accounting failed for {spec.name}: {rows_in} in, {written} written, {bad} quarantined, "
+            f"{collapsed} collapsed in one batch. Nothing is lost (raw files are kept), but this is a bug: "
+            "please report it with the raw files."
+        )
+
+
+def _batch(
     spec: DatasetSpec,
     lake: Lake,
+    units: list[batches.Unit],
+    table,
+    result: IngestResult,
+    run_id: str,
+    now: datetime,
+):
+    """Clean one batch and run its checks; returns (rows to commit, quarantine rows, counts)."""
+    cleaned = batches.clean(spec, ((u.rel, batches.parse_unit(u, spec)) for u in units))
+    files = sorted({u.rel for u in units})
+    _schema_policy(spec, cleaned.extra, table, files, result)
+    for rel, reason in zip(cleaned.rejected_files, cleaned.rejections, strict=True):
+        get_run_logger().warning("Rejected whole file %s: %s", rel, reason)
+        if rel not in result.rejected_files:
+            result.rejected_files.append(rel)
+    check = quality.check_batch(
+        spec,
+        cleaned.good,
+        lake=lake,
+        now=now,
+        contract_failures=cleaned.rows_bad + len(cleaned.rejected_files),
+    )
+    bad = pl.concat([cleaned.bad, check.quarantine], how="vertical_relaxed")
+    rows_bad = cleaned.rows_bad + check.quarantine.height
+    return _finish(spec, check.kept, run_id, now), bad, cleaned, check, rows_bad
+
+
+def _stream(
+    spec: DatasetSpec,
+    lake: Lake,
+    table,
     state: dict | None,
     run_id: str,
     full_refresh: bool,
-    landed: dict[str, Any],
-) -> IngestResult:
+    landed: Landed,
+    batch_bytes: int,
+    result: IngestResult,
+) -> None:
+    """Incremental: commit the pending raw files batch by batch, each with the state it reaches."""
     logger = get_run_logger()
-    storage = lake.storage
-    namespace = storage.url.rstrip("/").rsplit("/", 1)[-1]
-    committed: dict[str, str] = dict((state or {}).get("files", {}))
-    table = lake.table(CLEANED, spec.name)
-    index: dict[str, str] = landed["index"]
-    current: list[str] = landed["current"]
-    mode = "full_refresh" if full_refresh else ("incremental" if spec.incremental else "full")
-
-    if spec.incremental:
-        pending = (
-            list(index.values()) if full_refresh else [r for d, r in index.items() if d not in committed]
-        )
-        # Files from earlier, interrupted runs first; this run's files in the order they landed.
-        written = landed["written"]
-        pending = sorted(p for p in pending if p not in set(written)) + [
-            p for p in written if p in set(pending)
-        ]
-    else:
-        # A full dataset's table is the snapshot the source shows now: every file it currently
-        # offers, new or already seen. It is replaced only when that set differs from the last one.
-        previous = list((state or {}).get("snapshot", []))
-        pending = list(current) if current else previous
-        if not full_refresh and sorted(pending) == sorted(previous):
-            pending = []
-    result = IngestResult(
-        dataset=spec.name,
-        namespace=namespace,
-        run_id=run_id,
-        mode=mode,
-        status="completed",
-        raw_files=landed["written"],
-        watermark_before=(state or {}).get("watermark"),
-        watermark_after=(state or {}).get("watermark"),
-        cleaned_table=lake.uri(CLEANED, spec.name),
-    )
+    pending = _pending(spec, state, landed, full_refresh)
     if not pending:
-        result.status = "no_new_data"
-        result.cleaned_version = table.version() if table is not None else None
-        return result
-
-    frames, rejects, rows_in = [], [], 0
-    for number, rel in enumerate(pending):
-        parsed = cleaning.parse_raw(
-            storage.read_bytes(rel), rel, spec.format, spec.contract, source=rel, seq_base=number << 32
+        return
+    files: dict[str, str] = {} if full_refresh else dict((state or {}).get("files", {}))
+    partial: dict[str, dict] = {} if full_refresh else dict((state or {}).get("partial", {}))
+    watermark = None if full_refresh else (state or {}).get("watermark")
+    started_from = result.watermark_before
+    stream = batches.units(lake.storage, spec, pending, batch_bytes)
+    for units in batches.batches(stream, batch_bytes):
+        now = datetime.now(UTC)
+        good, bad, cleaned, check, rows_bad = _batch(spec, lake, units, table, result, run_id, now)
+        late, watermark = _late_and_watermark(spec, good, started_from, watermark)
+        for unit in units:
+            if unit.done:
+                files[raw_hash(unit.rel)] = unit.rel
+                partial.pop(unit.rel, None)
+            else:
+                partial[unit.rel] = unit.resume
+        touched = sorted(good.get_column(PARTITION).unique().to_list()) if good.height else []
+        new_state = {
+            "run_id": run_id,
+            "at": now.isoformat(),
+            "watermark": watermark,
+            "files": files,
+            "partial": partial,
+            "snapshot": [],
+            "touched_partitions": touched,
+        }
+        quarantine.replace(lake, spec.name, bad, run_id, now, [u.span for u in units])
+        held = check.held_back
+        _account(spec, result, cleaned.rows_in, good.height, rows_bad, cleaned.collapsed, held)
+        _report_validation(lake, spec, check, result, now)
+        if table is None and good.height == 0 and not good.width:
+            raise PipelinesError(
+                f"{spec.name}: a batch produced no columns; this is a bug, please report it."
+            )
+        if table is None or (full_refresh and result.batches == 0):
+            table = lake.overwrite(
+                CLEANED, spec.name, good, state=new_state, base=table, partition_by=[PARTITION]
+            )
+        else:
+            table = lake.merge(
+                CLEANED,
+                spec.name,
+                good if good.width else lake.empty_like(table),
+                key=spec.primary_key,
+                newer_field=spec.incremental_field,
+                state=new_state,
+                base=table,
+            )
+        result.batches += 1
+        result.late_rows += late
+        result.watermark_after = watermark
+        result.touched_partitions = sorted(set(result.touched_partitions) | set(touched))
+        result.processed_files += [u.rel for u in units if u.done and u.rel not in result.processed_files]
+        result.cleaned_version = table.version()
+        logger.info(
+            "%s: batch %d committed (version %d): %d in, %d written, %d quarantined",
+            spec.name,
+            result.batches,
+            result.cleaned_version,
+            cleaned.rows_in,
+            good.height,
+            rows_bad,
         )
-        rows_in += parsed.rows_in
-        if parsed.frame.width:
-            frames.append(parsed.frame)
-        if parsed.rejects.height:
-            whole = parsed.rejects.filter(pl.col("source_line") == 0)
-            if whole.height:
-                result.rejected_files.append(rel)
-                logger.warning("Rejected whole file: %s", whole.get_column("reason")[0])
-            rejects.append(parsed.rejects)
-    frame = pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
-    if not spec.incremental and result.rejected_files:
-        whole = pl.concat(rejects, how="vertical_relaxed")
-        _write_quarantine(lake, spec.name, whole, run_id, datetime.now(UTC), pending)
+
+
+def _snapshot(
+    spec: DatasetSpec,
+    lake: Lake,
+    table,
+    state: dict | None,
+    run_id: str,
+    full_refresh: bool,
+    landed: Landed,
+    batch_bytes: int,
+    result: IngestResult,
+) -> None:
+    """Full: the table becomes the snapshot the source shows now, replaced in one commit when it changed."""
+    previous = list((state or {}).get("snapshot", []))
+    pending = list(landed.current) if landed.current else previous
+    if not full_refresh and sorted(pending) == sorted(previous):
+        return
+    now = datetime.now(UTC)
+    units = list(
+        batches.units(lake.storage, spec, [batches.Pending(r, n) for n, r in enumerate(pending)], batch_bytes)
+    )
+    good, bad, cleaned, check, rows_bad = _batch(spec, lake, units, table, result, run_id, now)
+    spans = [u.span for u in units]
+    if result.rejected_files:
+        quarantine.replace(lake, spec.name, bad, run_id, now, spans)
         raise PipelinesError(
             f"The new snapshot of {spec.name!r} has unreadable file(s): {', '.join(result.rejected_files)}. "
             "Its cleaned table was left as it was (a partial snapshot would replace good rows); the reasons "
             f"are in quarantine/{spec.name}. Fix the source or the contract's source section and run ingest again."
         )
-
-    # schema policy, decided before anything is written
-    extra = [c for c in frame.columns if c not in spec.contract.columns and c not in cleaning.LINEAGE]
-    known_extra = set(table.schema().to_arrow().names) if table is not None else set()
-    new_extra = [c for c in extra if c not in known_extra]
-    if extra and spec.schema_policy == "freeze":
-        raise SchemaFrozenError(
-            f"Dataset {spec.name!r} has schema_policy=freeze, and {', '.join(pending)} brought column(s) "
-            f"{', '.join(extra)} that its contract does not declare. Nothing was written; the raw files are "
-            f"kept. Fix: add the column(s) to contracts/{spec.name}.yaml, or set schema_policy to evolve or "
-            "discard_columns in the registry, then run ingest again."
-        )
-    if extra and spec.schema_policy == "discard_columns":
-        frame = frame.drop(extra)
-        result.schema_changes += [f"discarded column {c}" for c in extra]
-    elif new_extra:
-        result.schema_changes += [f"added column {c} (string)" for c in new_extra]
-
-    if frame.width:
-        cast = cleaning.cast_to_contract(frame, spec.contract, primary_key=spec.primary_key)
-        good, bad = cast.good, cast.bad
-    else:
-        good, bad = pl.DataFrame(), cleaning.empty_quarantine()
-    rows_bad = bad.height + sum(r.filter(pl.col("source_line") > 0).height for r in rejects)
-    all_bad = pl.concat([bad, *rejects], how="vertical_relaxed") if rejects else bad
-
-    good, collapsed = cleaning.collapse_duplicates(good, spec.primary_key, spec.incremental_field)
-    now = datetime.now(UTC)
-    # quality gate: the contract's expectations and the quality_policy decide what is promoted
-    check = quality.check_batch(
-        spec, good, lake=lake, now=now, contract_failures=rows_bad + len(result.rejected_files)
-    )
-    good = check.kept
-    all_bad = pl.concat([all_bad, check.quarantine], how="vertical_relaxed")
-    rows_bad += check.quarantine.height
-    if good.width:
-        partition_col = spec.contract.columns.get(spec.partition_field) if spec.partition_field else None
-        good = good.with_columns(
-            cleaning.partition_expr(partition_col, spec.partition_field),
-            pl.lit(run_id).alias(RUN_ID),
-            pl.lit(now).dt.replace_time_zone("UTC").alias(INGESTED_AT),
-        ).drop(cleaning.SEQ, cleaning.SOURCE_LINE)
-
-    # late rows and watermark
-    watermark_before = (state or {}).get("watermark") if not full_refresh else None
-    late = 0
-    watermark_after = watermark_before
-    inc = spec.incremental_field
-    if inc and good.height:
-        column = spec.contract.columns[inc]
-        batch_max = good.get_column(inc).max()
-        if watermark_before is not None:
-            previous = _from_text(watermark_before, column.type)
-            if isinstance(previous, datetime) and column.timezone and previous.tzinfo is None:
-                previous = previous.replace(tzinfo=UTC)
-            partition_col = spec.contract.columns.get(spec.partition_field) if spec.partition_field else None
-            if partition_col is not None and partition_col.is_temporal and column.is_temporal:
-                cutoff = previous.date().isoformat() if isinstance(previous, datetime) else str(previous)
-                late = good.filter(pl.col(cleaning.PARTITION) < cutoff).height
-            else:
-                late = good.filter(pl.col(inc) < previous).height
-            if batch_max is not None and batch_max > previous:
-                watermark_after = _to_text(batch_max)
-        else:
-            watermark_after = _to_text(batch_max)
-
-    touched = sorted(good.get_column(cleaning.PARTITION).unique().to_list()) if good.height else []
-    files_after = {} if (full_refresh and spec.incremental) else committed
-    for rel in pending:
-        files_after[_raw_hash(rel)] = rel
+    _, watermark = _late_and_watermark(spec, good, None, None)
+    touched = sorted(good.get_column(PARTITION).unique().to_list()) if good.height else []
     new_state = {
         "run_id": run_id,
         "at": now.isoformat(),
-        "watermark": watermark_after,
-        "files": files_after,
-        "snapshot": pending if not spec.incremental else [],
+        "watermark": watermark,
+        "files": {raw_hash(r): r for r in pending},
+        "partial": {},
+        "snapshot": pending,
         "touched_partitions": touched,
     }
-
-    _write_quarantine(lake, spec.name, all_bad, run_id, now, pending)
-    result.rows_in, result.quarantined, result.duplicates_collapsed = rows_in, rows_bad, collapsed
+    quarantine.replace(lake, spec.name, bad, run_id, now, spans)
+    _account(spec, result, cleaned.rows_in, good.height, rows_bad, cleaned.collapsed, check.held_back)
     _report_validation(lake, spec, check, result, now)
-    committed_table = _commit_cleaned(
-        lake, spec, table, good, new_state, overwrite=full_refresh or not spec.incremental
-    )
-
-    result.rows_in = rows_in
-    result.written = good.height
-    result.quarantined = rows_bad
-    result.duplicates_collapsed = collapsed
-    result.late_rows = late
-    result.watermark_before = watermark_before
-    result.watermark_after = watermark_after
+    table = lake.overwrite(CLEANED, spec.name, good, state=new_state, base=table, partition_by=[PARTITION])
+    result.batches = 1
+    result.watermark_after = watermark
     result.touched_partitions = touched
     result.processed_files = pending
-    result.cleaned_version = committed_table.version()
-    if result.rows_in != result.written + result.quarantined + result.duplicates_collapsed + result.held_back:
-        raise PipelinesError(
-            f"Row accounting failed for {spec.name}: {result.rows_in} in, {result.written} written, "
-            f"{result.quarantined} quarantined, {result.duplicates_collapsed} collapsed. Nothing is lost "
-            "(raw files are kept), but this is a bug: please report it with the raw files."
-        )
-    _record_meta(lake, spec, result, committed_table, now)
+    result.cleaned_version = table.version()
+
+
+@task(name="clean and commit")
+def _clean_and_commit(
+    spec: DatasetSpec, lake: Lake, run_id: str, full_refresh: bool, landed: Landed, batch_bytes: int
+) -> IngestResult:
+    logger = get_run_logger()
+    mode = "full_refresh" if full_refresh else ("incremental" if spec.incremental else "full")
+    result = IngestResult(
+        dataset=spec.name,
+        namespace=lake.namespace,
+        run_id=run_id,
+        mode=mode,
+        status="completed",
+        raw_files=landed.written,
+        cleaned_table=lake.uri(CLEANED, spec.name),
+    )
+    for attempt in range(1, _ATTEMPTS + 1):
+        table = lake.table(CLEANED, spec.name)
+        state = lake.state(CLEANED, spec.name, table=table)
+        if attempt == 1:
+            schema_before = table.schema().to_arrow() if table is not None else None
+            result.watermark_before = None if full_refresh else (state or {}).get("watermark")
+            result.watermark_after = result.watermark_before
+        # after a full refresh's first commit, the rest continues like an incremental run
+        refresh = full_refresh and result.batches == 0
+        try:
+            (_stream if spec.incremental else _snapshot)(
+                spec, lake, table, state, run_id, refresh, landed, batch_bytes, result
+            )
+            break
+        except CommitConflict as exc:
+            result.conflicts += 1
+            if attempt == _ATTEMPTS:
+                raise PipelinesError(
+                    f"{spec.name}: {_ATTEMPTS} commits in a row lost to concurrent runs of this dataset. "
+                    f"{result.batches} batch(es) of this run are committed and nothing is half-written; "
+                    f"run `pipelines ingest {spec.name}` again when the other runs have finished."
+                ) from None
+            logger.warning(
+                "%s: %s Waiting for it: re-planning from the committed state (attempt %d of %d).",
+                spec.name,
+                exc,
+                attempt + 1,
+                _ATTEMPTS,
+            )
+            time.sleep(min(5.0, 0.2 * attempt))
+    if result.batches == 0:
+        result.status = "no_new_data"
+        table = lake.table(CLEANED, spec.name)
+        result.cleaned_version = table.version() if table is not None else None
+    else:
+        _record_meta(lake, spec, result, datetime.now(UTC), schema_before)
     return result
 
 
@@ -433,11 +541,13 @@ def _report_validation(
     lake: Lake, spec: DatasetSpec, check: quality.BatchCheck, result: IngestResult, now: datetime
 ) -> None:
     """Record the batch's validation (_meta/validations, a Prefect artifact); stop here if it failed."""
-    result.validation_status = check.status
-    result.expectations_evaluated = len(check.outcomes)
-    result.quarantined_by_expectations = check.quarantine.height
-    result.held_back = check.held_back
-    result.validation_issues = check.issues
+    order = ("not_run", "passed", "warned", "failed")
+    if order.index(check.status) >= order.index(result.validation_status):
+        result.validation_status = check.status
+    result.expectations_evaluated = max(result.expectations_evaluated, len(check.outcomes))
+    result.quarantined_by_expectations += check.quarantine.height
+    result.held_back += check.held_back
+    result.validation_issues += [i for i in check.issues if i not in result.validation_issues]
     for issue in check.issues:
         get_run_logger().warning("%s: %s", spec.name, issue)
     if check.outcomes:
@@ -478,139 +588,36 @@ def _report_validation(
         )
 
 
-def _write_quarantine(
-    lake: Lake, dataset: str, bad: pl.DataFrame, run_id: str, now: datetime, files: list[str]
-) -> None:
-    """Replace the quarantine rows of these raw files in one commit (a rerun writes no duplicates)."""
-    uri = lake.write_uri(QUARANTINE, dataset)
-    options = lake.storage.delta_options or None
-    table = lake.table(QUARANTINE, dataset)
-    if bad.height == 0:
-        if table is not None and files:
-            table.delete(f"source_file IN ({', '.join(_sql_str(f) for f in sorted(set(files)))})")
-        return
-    frame = bad.with_columns(
-        pl.lit(dataset).alias("dataset"),
-        pl.lit(run_id).alias("run_id"),
-        pl.lit(now).dt.replace_time_zone("UTC").alias("quarantined_at"),
+def _record_meta(lake: Lake, spec: DatasetSpec, result: IngestResult, now: datetime, schema_before) -> None:
+    """Run history and schema versions under _meta (derived; the cleaned commits are the truth).
+
+    The schema history is only consulted when the table is new or its schema changed in this run.
+    """
+    ledger.record_run(
+        lake,
+        {
+            "run_id": result.run_id,
+            "dataset": spec.name,
+            "workflow": "ingest",
+            "mode": result.mode,
+            "finished_at": now,
+            "rows_in": result.rows_in,
+            "written": result.written,
+            "quarantined": result.quarantined,
+            "duplicates_collapsed": result.duplicates_collapsed,
+            "late_rows": result.late_rows,
+            "watermark_before": result.watermark_before,
+            "watermark_after": result.watermark_after,
+            "touched_partitions": json.dumps(result.touched_partitions),
+            "processed_files": json.dumps(result.processed_files),
+            "cleaned_version": result.cleaned_version,
+        },
     )
-    if table is None:
-        write_deltalake(uri, frame.to_arrow(), mode="append", storage_options=options)
+    table = lake.table(CLEANED, spec.name)
+    if schema_before is not None and table.schema().to_arrow() == schema_before:
         return
-    names = sorted(set(files) | set(frame.get_column("source_file").to_list()))
-    predicate = f"source_file IN ({', '.join(_sql_str(f) for f in names)})"
-    write_deltalake(uri, frame.to_arrow(), mode="overwrite", predicate=predicate, storage_options=options)
-
-
-def _commit_cleaned(
-    lake: Lake,
-    spec: DatasetSpec,
-    table: DeltaTable | None,
-    good: pl.DataFrame,
-    state: dict,
-    *,
-    overwrite: bool,
-) -> DeltaTable:
-    """One Delta commit carrying the rows and the state that describes them; returns the new table."""
-    uri = lake.write_uri(CLEANED, spec.name)
-    options = lake.storage.delta_options or None
-    commit = CommitProperties(custom_metadata={STATE_KEY: json.dumps(state)})
-    partition_by = [cleaning.PARTITION]
-    if good.width == 0:
-        if table is None:
-            raise PipelinesError(
-                f"Nothing readable arrived for {spec.name!r} and its cleaned table does not exist yet; "
-                "see the quarantine table for why each file was rejected."
-            )
-        good = pl.from_arrow(table.schema().to_arrow().empty_table())
-    arrow = good.to_arrow()
-    if overwrite or table is None:
-        write_deltalake(
-            uri,
-            arrow,
-            mode="overwrite",
-            partition_by=partition_by,
-            schema_mode="overwrite",
-            storage_options=options,
-            commit_properties=commit,
-        )
-    elif good.height == 0:
-        write_deltalake(
-            uri, arrow, mode="append", storage_options=options, commit_properties=commit, schema_mode="merge"
-        )
-    else:
-        keys = " AND ".join(f"t.{quote_ident(k)} = s.{quote_ident(k)}" for k in spec.primary_key)
-        merger = table.merge(
-            arrow,
-            predicate=keys,
-            source_alias="s",
-            target_alias="t",
-            merge_schema=True,  # extra columns were already rejected or dropped by the schema policy
-            commit_properties=commit,
-        )
-        inc = spec.incremental_field
-        if inc:
-            # An older version of a row (by the incremental field) never overwrites a newer one.
-            newer = f"t.{quote_ident(inc)} IS NULL OR (s.{quote_ident(inc)} IS NOT NULL AND s.{quote_ident(inc)} >= t.{quote_ident(inc)})"
-            merger = merger.when_matched_update_all(predicate=newer)
-        else:
-            merger = merger.when_matched_update_all()
-        merger.when_not_matched_insert_all().execute()
-    return lake.table(CLEANED, spec.name)
-
-
-def _record_meta(
-    lake: Lake, spec: DatasetSpec, result: IngestResult, table: DeltaTable, now: datetime
-) -> None:
-    """Run history and schema versions under _meta (derived; the cleaned commit is the truth)."""
-    lake.append(
-        META,
-        "runs",
-        pl.DataFrame(
-            [
-                {
-                    "run_id": result.run_id,
-                    "dataset": spec.name,
-                    "workflow": "ingest",
-                    "mode": result.mode,
-                    "finished_at": now,
-                    "rows_in": result.rows_in,
-                    "written": result.written,
-                    "quarantined": result.quarantined,
-                    "duplicates_collapsed": result.duplicates_collapsed,
-                    "late_rows": result.late_rows,
-                    "watermark_before": result.watermark_before,
-                    "watermark_after": result.watermark_after,
-                    "touched_partitions": json.dumps(result.touched_partitions),
-                    "processed_files": json.dumps(result.processed_files),
-                    "cleaned_version": result.cleaned_version,
-                }
-            ]
-        ).with_columns(pl.col("finished_at").dt.replace_time_zone("UTC")),
-    )
-    history = lake.read(META, "schemas")
-    previous = history.filter(pl.col("dataset") == spec.name).sort("version") if history.height else history
-    columns = {name: str(dtype) for name, dtype in pl.scan_delta(table).collect_schema().items()}
-    if previous.height and json.loads(previous.get_column("columns")[-1]) == columns:
-        return
-    version = int(previous.get_column("version").max()) + 1 if previous.height else 1
     change = "; ".join(result.schema_changes) or "initial schema from the contract"
-    lake.append(
-        META,
-        "schemas",
-        pl.DataFrame(
-            [
-                {
-                    "dataset": spec.name,
-                    "version": version,
-                    "columns": json.dumps(columns),
-                    "change": change,
-                    "run_id": result.run_id,
-                    "recorded_at": now,
-                }
-            ]
-        ).with_columns(pl.col("recorded_at").dt.replace_time_zone("UTC")),
-    )
+    ledger.record_schema(lake, spec.name, table, change=change, run_id=result.run_id, now=now)
 
 
 def _markdown(result: IngestResult) -> str:
@@ -626,6 +633,8 @@ def _markdown(result: IngestResult) -> str:
         ("touched partitions", len(result.touched_partitions)),
         ("raw files written / skipped", f"{len(result.raw_files)} / {result.skipped_files}"),
         ("rejected files", len(result.rejected_files)),
+        ("batches committed", result.batches),
+        ("concurrent commits re-planned", result.conflicts),
         ("schema changes", "; ".join(result.schema_changes) or "none"),
         ("validation", f"{result.validation_status} ({result.expectations_evaluated} expectation(s))"),
         ("quarantined by expectations", result.quarantined_by_expectations),
@@ -636,9 +645,17 @@ def _markdown(result: IngestResult) -> str:
 
 
 @flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
-def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
-    """Ingest a registry dataset: landing -> raw (kept) -> cleaned Delta, incremental and late-aware."""
+def ingest(
+    dataset: str, full_refresh: bool = False, batch_bytes: int = batches.DEFAULT_BATCH_BYTES
+) -> IngestResult:
+    """Ingest a registry dataset: landing -> raw (kept) -> cleaned Delta, incremental and late-aware.
+
+    ``batch_bytes`` bounds how much raw input one batch (one commit) holds; a larger CSV file is
+    read in record-aligned chunks of that size.
+    """
     started = time.monotonic()
+    if batch_bytes < 1:
+        raise ConfigError(f"batch_bytes must be a positive number of bytes, got {batch_bytes}.")
     settings = get_settings()
     spec = load_registry(settings.registry_path).get(dataset)
     if spec.stage != "cleaned":
@@ -650,17 +667,18 @@ def ingest(dataset: str, full_refresh: bool = False) -> IngestResult:
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
     landed = _land(spec, settings, storage, state, run_id)
-    result = _clean_and_commit(spec, lake, state, run_id, full_refresh, landed)
-    result.skipped_files = landed["skipped"]
+    result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
+    result.skipped_files = landed.skipped
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(
-        "%s: %d in, %d written, %d quarantined, %d duplicates collapsed, %d late; watermark %s",
+        "%s: %d in, %d written, %d quarantined, %d duplicates collapsed, %d late in %d batch(es); watermark %s",
         dataset,
         result.rows_in,
         result.written,
         result.quarantined,
         result.duplicates_collapsed,
         result.late_rows,
+        result.batches,
         result.watermark_after,
     )
     create_markdown_artifact(

@@ -51,6 +51,21 @@ def test_a_bad_registry_never_half_runs(tmp_path):
     )
 
 
+def test_a_source_url_ingest_cannot_read_is_refused_with_the_fix(tmp_path):
+    rows = [
+        _orders_row(name="relative", source="file://drop/*.csv"),
+        _orders_row(name="ftp", source="ftp://host/x.csv"),
+        _orders_row(name="absolute", source="file:///srv/drop/*.csv"),
+    ]
+    path = _registry(tmp_path, rows, {"relative": ORDERS, "ftp": ORDERS, "absolute": ORDERS})
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    text = str(caught.value)
+    assert "file:// URL without an absolute path: write file:///absolute/path/*.csv" in text
+    assert "uses ftp://, which ingest cannot read" in text
+    assert "/srv/drop" not in text  # the file:/// row is fine
+
+
 def test_quarantine_threshold_is_a_share_or_a_percentage(tmp_path):
     folder = tmp_path / "registry"
     (folder / "contracts").mkdir(parents=True)

@@ -7,7 +7,6 @@ import polars as pl
 import pytest
 
 from pipelines.components.resources import Lake, Storage
-from pipelines.workflows import ingest as ingest_module
 from pipelines.workflows.ingest import SchemaFrozenError, ingest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -199,7 +198,7 @@ def test_failure_between_raw_write_and_commit_leaves_nothing_partial(env, monkey
         raise RuntimeError("power cut between raw write and cleaned commit")
 
     with monkeypatch.context() as patch, pytest.raises(RuntimeError, match="power cut"):
-        patch.setattr(ingest_module, "_commit_cleaned", crash)
+        patch.setattr(Lake, "merge", crash)
         ingest("orders")
     assert env.lake.table("cleaned", "orders").version() == version
     assert env.cleaned().height == 1

@@ -1,0 +1,174 @@
+"""Streaming ingest: pending raw files as bounded batches of parse units, and one batch cleaned.
+
+No Prefect and no Delta here. A *unit* is what :func:`cleaning.parse_raw` parses at once: a whole
+raw file, or for a large CSV one record-aligned chunk of it (:func:`chunking.csv_chunks`). Units are
+grouped into batches of about ``batch_bytes`` input bytes; the ingest workflow commits each batch
+with its state, so memory stays bounded by the batch, not the input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from pipelines.components import cleaning
+from pipelines.components.chunking import csv_chunks
+from pipelines.components.registry import DatasetSpec
+from pipelines.components.resources import Storage
+from pipelines.lake.quarantine import Span
+
+DEFAULT_BATCH_BYTES = 128 * 1024 * 1024
+_SEQ_FILE_BITS = 32  # _seq = file number << 32 | line: arrival order across the files of a run
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A raw file still to ingest (wholly, or from ``offset``/``line`` when a crash cut it)."""
+
+    rel: str
+    number: int
+    offset: int = 0
+    line: int = 2
+
+
+@dataclass
+class Unit:
+    rel: str
+    number: int
+    data: bytes
+    line_offset: int
+    span: Span
+    done: bool  # the file is fully consumed once this unit is committed
+    resume: dict | None  # where the file continues otherwise: {"offset": ..., "line": ...}
+    sniffed: cleaning.Sniffed | None = None  # a chunk's file as sniffed from its first bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def _chunkable(spec: DatasetSpec, rel: str) -> bool:
+    encoding = str(spec.contract.source.get("encoding", "utf8")).lower().replace("-", "")
+    return spec.format == "csv" and not rel.endswith(".gz") and encoding in ("utf8", "utf8sig")
+
+
+def units(
+    storage: Storage, spec: DatasetSpec, pending: Iterable[Pending], chunk_bytes: int
+) -> Iterator[Unit]:
+    """Parse units of the pending files in order: CSVs larger than ``chunk_bytes`` in record-aligned chunks."""
+    quote = spec.contract.source.get("quote", '"')
+    for item in pending:
+        if _chunkable(spec, item.rel) and (item.offset or storage.size(item.rel) > chunk_bytes):
+            with storage.open(item.rel) as handle:
+                head = handle.read(cleaning.SNIFF_BYTES)
+                handle.seek(0)
+                sniffed = cleaning.sniff(head, spec.contract.source.get("encoding", "utf8"), item.rel)
+                chunks = csv_chunks(handle, chunk_bytes, quote=quote, start=item.offset, first_line=item.line)
+                for number, chunk in enumerate(chunks):
+                    # the file's first chunk also owns its whole-file (line 0) quarantine rows
+                    first = 0 if number == 0 and item.offset == 0 else chunk.first_line
+                    yield Unit(
+                        rel=item.rel,
+                        number=item.number,
+                        data=chunk.data,
+                        line_offset=chunk.line_offset,
+                        span=Span(item.rel, first, chunk.last_line),
+                        done=chunk.last,
+                        resume=None if chunk.last else {"offset": chunk.end, "line": chunk.last_line + 1},
+                        sniffed=sniffed,
+                    )
+            continue
+        yield Unit(
+            rel=item.rel,
+            number=item.number,
+            data=storage.read_bytes(item.rel),
+            line_offset=0,
+            span=Span(item.rel),
+            done=True,
+            resume=None,
+        )
+
+
+def batches(stream: Iterable[Unit], batch_bytes: int) -> Iterator[list[Unit]]:
+    """Consecutive units of about ``batch_bytes`` input bytes (at least one unit each)."""
+    batch: list[Unit] = []
+    size = 0
+    for unit in stream:
+        batch.append(unit)
+        size += unit.size
+        if size >= batch_bytes:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+@dataclass
+class Cleaned:
+    """One batch parsed and cast: typed rows (duplicates collapsed), quarantine rows and the counts."""
+
+    good: pl.DataFrame
+    bad: pl.DataFrame
+    rows_in: int
+    rows_bad: int
+    collapsed: int
+    rejected_files: list[str] = field(default_factory=list)
+    rejections: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+
+def parse_unit(unit: Unit, spec: DatasetSpec) -> cleaning.Parsed:
+    """``cleaning.parse_raw`` on one unit, with line numbers and arrival order placed in the whole file."""
+    seq_base = (unit.number << _SEQ_FILE_BITS) + unit.line_offset
+    parsed = cleaning.parse_raw(
+        unit.data,
+        unit.rel,
+        spec.format,
+        spec.contract,
+        source=unit.rel,
+        seq_base=seq_base,
+        sniffed=unit.sniffed,
+        line_offset=unit.line_offset,
+    )
+    if unit.span.first and parsed.rejects.height:
+        # a later chunk rejected whole is recorded at its first line, inside the chunk's quarantine span
+        line = pl.col("source_line")
+        parsed.rejects = parsed.rejects.with_columns(
+            pl.when(line > 0).then(line).otherwise(pl.lit(unit.span.first, pl.Int64)).alias("source_line")
+        )
+    return parsed
+
+
+def _empty_text_frame(spec: DatasetSpec) -> pl.DataFrame:
+    """No rows, the contract's columns as text plus lineage: casts to the table's typed empty batch."""
+    schema = dict.fromkeys(spec.contract.columns, pl.String)
+    schema |= {cleaning.SOURCE_FILE: pl.String, cleaning.SOURCE_LINE: pl.Int64, cleaning.SEQ: pl.Int64}
+    return pl.DataFrame(schema=schema)
+
+
+def clean(spec: DatasetSpec, parsed: Iterable[tuple[str, cleaning.Parsed]]) -> Cleaned:
+    """Concatenate parsed units, cast to the contract, collapse duplicate keys last-wins."""
+    frames, rejects, rows_in = [], [], 0
+    rejected: list[str] = []
+    reasons: list[str] = []
+    for rel, result in parsed:
+        rows_in += result.rows_in
+        if result.frame.width:
+            frames.append(result.frame)
+        if result.rejects.height:
+            whole = result.rejects.filter(pl.col("source_line") == 0)
+            if whole.height and rel not in rejected:
+                rejected.append(rel)
+                reasons.append(str(whole.get_column("reason")[0]))
+            rejects.append(result.rejects)
+    frame = pl.concat(frames, how="diagonal_relaxed") if frames else _empty_text_frame(spec)
+    extra = [c for c in frame.columns if c not in spec.contract.columns and c not in cleaning.LINEAGE]
+    if extra and spec.schema_policy == "discard_columns":
+        frame = frame.drop(extra)
+    cast = cleaning.cast_to_contract(frame, spec.contract, primary_key=spec.primary_key)
+    rows_bad = cast.bad.height + sum(r.filter(pl.col("source_line") > 0).height for r in rejects)
+    bad = pl.concat([cast.bad, *rejects], how="vertical_relaxed") if rejects else cast.bad
+    good, collapsed = cleaning.collapse_duplicates(cast.good, spec.primary_key, spec.incremental_field)
+    return Cleaned(good, bad, rows_in, rows_bad, collapsed, rejected, reasons, extra)

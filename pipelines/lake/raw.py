@@ -1,0 +1,201 @@
+"""The raw zone: landing arrivals unchanged, once, under a name that carries their content hash.
+
+A landed source file is recognised on later runs by its identity (location, size, modification
+time or ETag) in the dataset's manifest (``raw/<dataset>/_landed.json``), without reading it again.
+A new or changed file is read once: the bytes are hashed while they are copied to a staging file
+under ``_tmp/``, which is then moved into ``raw/`` under ``<run_id>-<arrival>-<hash>.<ext>`` (or dropped when
+that content is already there under another name). A run killed mid-copy leaves nothing in raw;
+its staging file is swept by the next run once it is an hour old.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.components.resources import Storage
+from pipelines.lake.layout import MANIFEST, TMP, extension, raw_dir, raw_glob, raw_hash, raw_name
+
+_BLOCK = 8 * 1024 * 1024
+STALE_SECONDS = 3600
+
+
+def raw_index(storage: Storage, dataset: str) -> dict[str, str]:
+    """content hash -> raw path, for every raw file of the dataset (oldest first)."""
+    index: dict[str, str] = {}
+    for rel in storage.glob(raw_glob(dataset)):
+        digest = raw_hash(rel)
+        if digest and not rel.rsplit("/", 1)[-1].startswith("."):
+            index.setdefault(digest, rel)
+    return index
+
+
+@dataclass
+class Landed:
+    """What landing did: raw files written, the raw files of the arrivals seen now, skips."""
+
+    written: list[str] = field(default_factory=list)
+    current: list[str] = field(default_factory=list)
+    skipped: int = 0
+    index: dict[str, str] = field(default_factory=dict)
+    swept: int = 0
+
+
+def _identity(info: dict[str, Any]) -> str:
+    """size, then ETag (S3) or modification time (files): a change in either means a new read."""
+    size = info.get("size")
+    tag = info.get("ETag") or info.get("etag")
+    if tag:
+        return f"{size}:{str(tag).strip(chr(34))}"
+    mtime = info.get("mtime") or info.get("LastModified") or info.get("created")
+    if hasattr(mtime, "isoformat"):
+        mtime = mtime.isoformat()
+    return f"{size}:{mtime}"
+
+
+class RawZone:
+    """The raw files of one dataset in a namespace's storage."""
+
+    def __init__(self, storage: Storage, dataset: str, run_id: str, day: str) -> None:
+        self.storage, self.dataset, self.run_id, self.day = storage, dataset, run_id, day
+        self.landed = Landed(index=raw_index(storage, dataset), swept=self.sweep())
+        self._manifest_rel = f"{raw_dir(dataset)}/{MANIFEST}"
+        self.manifest: dict[str, dict[str, str]] = self._read_manifest()
+        self._manifest_changed = False
+
+    # staging ---------------------------------------------------------------------------------
+
+    def sweep(self, older_than: float = STALE_SECONDS) -> int:
+        """Delete staging files (and hidden temporaries in raw) older than ``older_than`` seconds."""
+        fs, removed = self.storage.fs, 0
+        now = time.time()
+        candidates = self.storage.glob(f"{TMP}/*")
+        if not self.storage.is_s3:  # hidden temporaries of the former in-place raw writes (local only)
+            candidates += self.storage.glob(f"{raw_dir(self.dataset)}/ingest_date=*/.*")
+        for rel in candidates:
+            path = self.storage.path(rel)
+            with contextlib.suppress(FileNotFoundError):
+                info = fs.info(path)
+                mtime = info.get("mtime") or info.get("LastModified")
+                stamp = mtime.timestamp() if hasattr(mtime, "timestamp") else float(mtime or now)
+                if now - stamp >= older_than:
+                    fs.rm(path)
+                    removed += 1
+        return removed
+
+    def _stage(self, chunks: Iterable[bytes]) -> tuple[str, str]:
+        """Write chunks to a staging file, hashing them; returns (staging location, content hash)."""
+        digest = hashlib.sha256()
+        if self.storage.is_s3:
+            handle, local = tempfile.mkstemp(prefix="pipelines-", suffix=".part")
+            with os.fdopen(handle, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    out.write(chunk)
+            return local, digest.hexdigest()[:32]
+        self.storage.check_writable(TMP)
+        target = Path(self.storage.path(TMP, f"{self.run_id}-{uuid.uuid4().hex}.part"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(target, "wb") as out:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+            raise
+        return str(target), digest.hexdigest()[:32]
+
+    def _publish(self, staged: str, rel: str | None) -> None:
+        """Move a staging file to ``rel`` in raw (None: drop it)."""
+        try:
+            if rel is None:
+                return
+            self.storage.check_writable(rel)
+            if self.storage.is_s3:
+                self.storage.fs.put_file(staged, self.storage.path(rel))
+            else:
+                Path(self.storage.path(rel)).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staged, self.storage.path(rel))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(staged)
+
+    # landing ---------------------------------------------------------------------------------
+
+    def keep(self, name: str, chunks: Iterable[bytes]) -> str:
+        """Land one arrival (streamed once); returns its raw path (existing when the content was known)."""
+        staged, digest = self._stage(chunks)
+        known = self.landed.index.get(digest)
+        if known is not None:
+            self._publish(staged, None)
+            self.landed.skipped += 1
+        else:
+            known = raw_name(
+                self.dataset, self.day, self.run_id, len(self.landed.written), digest, extension(name)
+            )
+            self._publish(staged, known)
+            self.landed.index[digest] = known
+            self.landed.written.append(known)
+        if known not in self.landed.current:
+            self.landed.current.append(known)
+        return known
+
+    def keep_file(self, source: Storage, path: str, info: dict[str, Any]) -> str:
+        """Land a file of a source storage, unless the manifest says this very file is already in raw."""
+        location = source.uri(path)
+        identity = _identity(info)
+        entry = self.manifest.get(location)
+        if entry and entry.get("identity") == identity and entry.get("raw") in self.landed.index.values():
+            self.landed.skipped += 1
+            if entry["raw"] not in self.landed.current:
+                self.landed.current.append(entry["raw"])
+            return entry["raw"]
+        rel = self.keep(path, _blocks(source, path))
+        self.manifest[location] = {"identity": identity, "raw": rel}
+        self._manifest_changed = True
+        return rel
+
+    # manifest --------------------------------------------------------------------------------
+
+    def _read_manifest(self) -> dict[str, dict[str, str]]:
+        if not self.storage.exists(self._manifest_rel):
+            return {}
+        try:
+            data = json.loads(self.storage.read_bytes(self._manifest_rel))
+        except ValueError:
+            return {}  # a damaged manifest only costs a re-read of each file
+        return data if isinstance(data, dict) else {}
+
+    def save_manifest(self) -> None:
+        """Write the manifest back (another run's entries written meanwhile are kept)."""
+        if not self._manifest_changed:
+            return
+        merged = {**self._read_manifest(), **self.manifest}
+        staged, _ = self._stage([json.dumps(merged, sort_keys=True).encode()])
+        self._publish(staged, self._manifest_rel)
+
+
+def _blocks(source: Storage, path: str) -> Iterator[bytes]:
+    with source.open(path) as handle:
+        while block := handle.read(_BLOCK):
+            yield block
+
+
+def list_files(source: Storage, pattern: str) -> list[tuple[str, dict[str, Any]]]:
+    """(path relative to the source root, file info) for files matching a glob, sorted by path."""
+    found = source.fs.glob(source.path(pattern), detail=True)
+    rows = [(source.relative(p), info) for p, info in found.items() if info.get("type") != "directory"]
+    return sorted(rows)
