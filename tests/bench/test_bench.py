@@ -38,6 +38,7 @@ EXPECTED = [
     "share_merge",
     "peer",
     "memory",
+    "small_ingest",
     "cold_start",
 ]
 
