@@ -47,7 +47,9 @@ def bare_ingest(dataset: str):
         state = lake.state(flow_module.CLEANED, spec.name)
         run_id = new_run_id()
         landed = flow_module._land.fn(spec, settings, storage, state, run_id)
-        result = flow_module._clean_and_commit.fn(spec, lake, state, run_id, False, landed)
+        result = flow_module._clean_and_commit.fn(
+            spec, lake, run_id, False, landed, flow_module.batches.DEFAULT_BATCH_BYTES
+        )
     return result
 
 

@@ -128,7 +128,9 @@ def test_workflows_lists_parameters_types_and_defaults():
     workflows = {w.name: w for w in Client().workflows()}
     assert set(workflows) == {entry.name for entry in discover()}
     assert {"delay_model", "flights", "ingest"} <= set(workflows)
-    assert workflows["ingest"].signature == "ingest(dataset: str, full_refresh: bool = False)"
+    assert workflows["ingest"].signature == (
+        "ingest(dataset: str, full_refresh: bool = False, batch_bytes: int = 134217728)"
+    )
     assert workflows["flights"].kind == "cookbook" and workflows["delay_model"].kind == "workflow"
     seed = next(p for p in workflows["delay_model"].parameters if p.name == "seed")
     assert (seed.type, seed.default, seed.required) == ("int", 42, False)
