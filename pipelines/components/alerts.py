@@ -449,25 +449,14 @@ def _run_label(flow, flow_run) -> str:
 def on_run_failure(flow, flow_run, state) -> None:
     """Flow hook (on_failure, on_crashed): a stopped batch at any level; a failed top-level run by email."""
     from pipelines.components.environment import get_settings
-    from pipelines.components.quality import ValidationFailedError
 
     settings = get_settings()
     if not alerts_enabled(settings):
         return
     dataset = str((flow_run.parameters or {}).get("dataset") or "-")
     error = _exception(state)
-    if isinstance(error, ValidationFailedError):
-        send(
-            Alert(
-                namespace=settings.namespace,
-                dataset=dataset,
-                what="stopped batch",
-                detail=str(error),
-                run=_run_label(flow, flow_run),
-                url=ui_url(flow_run.id),
-            ),
-            settings,
-        )
+    label, url = _run_label(flow, flow_run), ui_url(flow_run.id)
+    stopped_batch(settings, dataset, error, label, url)
     if flow_run.parent_task_run_id is None:
         send(
             Alert(
@@ -475,8 +464,8 @@ def on_run_failure(flow, flow_run, state) -> None:
                 dataset=dataset,
                 what=f"{flow.name} run {state.name.lower()}",
                 detail=state.message or (str(error) if error else state.name),
-                run=_run_label(flow, flow_run),
-                url=ui_url(flow_run.id),
+                run=label,
+                url=url,
             ),
             settings,
             channels=tuple(c for c in CHANNELS if c not in POLICY_CHANNELS),
@@ -486,14 +475,40 @@ def on_run_failure(flow, flow_run, state) -> None:
 def on_run_completion(flow, flow_run, state) -> None:
     """Flow hook (on_completion) of ingest: a quarantine rate above the dataset's threshold."""
     from pipelines.components.environment import get_settings
-    from pipelines.components.registry import load_registry
 
     settings = get_settings()
     if not alerts_enabled(settings):
         return
-    result = state.result(fetch=True)
+    quarantine_rate(settings, state.result(fetch=True), _run_label(flow, flow_run), ui_url(flow_run.id))
+
+
+def stopped_batch(settings: Settings, dataset: str, error: BaseException | None, run: str, url: str) -> None:
+    """Alert when ``error`` is a stopped batch (a failed error-severity check); nothing otherwise.
+
+    Called by the flow hooks and by a cookbook's task per dataset (tasks have no flow hooks)."""
+    from pipelines.components.quality import ValidationFailedError
+
+    if not isinstance(error, ValidationFailedError) or not alerts_enabled(settings):
+        return
+    send(
+        Alert(
+            namespace=settings.namespace,
+            dataset=dataset,
+            what="stopped batch",
+            detail=str(error),
+            run=run,
+            url=url,
+        ),
+        settings,
+    )
+
+
+def quarantine_rate(settings: Settings, result: Any, run: str, url: str) -> None:
+    """Alert when an ingest result quarantined more than its dataset's threshold; nothing otherwise."""
+    from pipelines.components.registry import load_registry
+
     rows_in, quarantined = getattr(result, "rows_in", 0), getattr(result, "quarantined", 0)
-    if not rows_in:
+    if not rows_in or not alerts_enabled(settings):
         return
     spec = load_registry(settings.registry_path).get(result.dataset)
     breach = quarantine_breach(spec, rows_in, quarantined)
@@ -504,8 +519,8 @@ def on_run_completion(flow, flow_run, state) -> None:
                 dataset=spec.name,
                 what="quarantine rate above threshold",
                 detail=f"{breach} (pipelines run {result.run_id})",
-                run=_run_label(flow, flow_run),
-                url=ui_url(flow_run.id),
+                run=run,
+                url=url,
             ),
             settings,
         )

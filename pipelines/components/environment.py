@@ -164,6 +164,9 @@ _DESCRIPTIONS = {
     "prefect_api_url": "Prefect API; unset means Prefect's ephemeral in-process API (no server).",
     "s3_endpoint_url": "S3 API endpoint for s3:// URLs (unset: AWS's own).",
     "s3_region": "S3 region for s3:// URLs.",
+    "dask_address": "Scheduler of an existing Dask cluster (tcp://host:8786) that cookbook tasks run on.",
+    "workers": "Worker processes of a local Dask cluster started for each cookbook run.",
+    "engine": "Where a cookbook's dataset tasks run: in-process one after another, or on Dask.",
 }
 
 _ENV_KEYS = {
@@ -174,7 +177,11 @@ _ENV_KEYS = {
     "prefect_api_url": "PREFECT_API_URL",
     "s3_endpoint_url": "PIPELINES_S3_ENDPOINT_URL",
     "s3_region": "PIPELINES_S3_REGION",
+    "dask_address": "PIPELINES_DASK_ADDRESS",
+    "workers": "PIPELINES_WORKERS",
 }
+_DASK_ADDRESS_RE = re.compile(r"^(tcp|tls)://[^/:\s]+:\d{1,5}$")
+_MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,8 @@ class Settings:
     prefect_api_url: str | None
     s3_endpoint_url: str | None
     s3_region: str | None
+    dask_address: str | None = None
+    workers: int | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -289,6 +298,7 @@ class Settings:
             region = environ["AWS_REGION"]
             origins["s3_region"] = "environment AWS_REGION"
         origins.setdefault("s3_region", "default (unset)")
+        dask_address, workers = _engine(lookup, origins)
 
         return cls(
             namespace=namespace,
@@ -301,8 +311,19 @@ class Settings:
             prefect_api_url=api,
             s3_endpoint_url=endpoint,
             s3_region=region,
+            dask_address=dask_address,
+            workers=workers,
             origins=origins,
         )
+
+    @property
+    def engine(self) -> str:
+        """Where a cookbook's dataset tasks run (see :mod:`pipelines.components.engine`)."""
+        if self.dask_address:
+            return f"dask cluster at {self.dask_address}"
+        if self.workers:
+            return f"local dask cluster of {self.workers} worker process(es)"
+        return "in-process, one task at a time"
 
     @property
     def namespace_url(self) -> str:
@@ -321,6 +342,46 @@ class Settings:
             value = value.value if isinstance(value, Kind) else value
             rows.append(SettingInfo(name, value, self.origins.get(name, ""), _DESCRIPTIONS[name]))
         return rows
+
+
+def _engine(lookup, origins: dict[str, str]) -> tuple[str | None, int | None]:
+    """PIPELINES_DASK_ADDRESS or PIPELINES_WORKERS (not both), checked; neither means in-process."""
+    address = lookup("dask_address", "PIPELINES_DASK_ADDRESS")
+    text = lookup("workers", "PIPELINES_WORKERS")
+    origins.setdefault("dask_address", "default (unset)")
+    origins.setdefault("workers", "default (unset)")
+    if address is not None and text is not None:
+        raise ConfigError(
+            f"PIPELINES_DASK_ADDRESS ({origins['dask_address']}) and PIPELINES_WORKERS "
+            f"({origins['workers']}) are both set; they choose between an existing Dask cluster and a local "
+            "one. Unset PIPELINES_WORKERS to run on the cluster at the address, or unset "
+            "PIPELINES_DASK_ADDRESS to start a local cluster of that many workers."
+        )
+    workers = None
+    if address is not None:
+        address = address.strip().rstrip("/")
+        if not _DASK_ADDRESS_RE.match(address):
+            raise ConfigError(
+                f"Invalid PIPELINES_DASK_ADDRESS {address!r} (from {origins['dask_address']}): expected the "
+                "address of a Dask scheduler, tcp://host:port (or tls://host:port), e.g. tcp://10.0.0.5:8786. "
+                "Fix it, or unset it to run in-process."
+            )
+        origins["engine"] = origins["dask_address"]
+    elif text is not None:
+        try:
+            workers = int(text.strip())
+        except ValueError:
+            workers = 0
+        if not 1 <= workers <= _MAX_WORKERS:
+            raise ConfigError(
+                f"Invalid PIPELINES_WORKERS {text!r} (from {origins['workers']}): expected a whole number of "
+                f"worker processes from 1 to {_MAX_WORKERS}, e.g. PIPELINES_WORKERS=2 (one per core is a good "
+                "start). Fix it, or unset it to run in-process."
+            )
+        origins["engine"] = origins["workers"]
+    else:
+        origins["engine"] = "default (neither PIPELINES_DASK_ADDRESS nor PIPELINES_WORKERS is set)"
+    return address, workers
 
 
 def _normalise_url(url: str, workdir: Path) -> str:

@@ -86,10 +86,35 @@ def datasets(settings: Settings, spec, registry) -> tuple[list, list]:
 
 
 def emit(flow, flow_run, state, event_type: str) -> None:
-    """Emit one run event for an ingest or aggregate run (nothing for other flows or without a URL)."""
-    url = transport_url()
+    """Emit one run event for an ingest or aggregate flow run (nothing for other flows or without a URL)."""
     dataset = (flow_run.parameters or {}).get("dataset")
-    if url is None or flow.name not in WORKFLOWS or not dataset:
+    if transport_url() is None or flow.name not in WORKFLOWS or not dataset:
+        return
+    result = state.result(fetch=True) if event_type == "COMPLETE" else None
+    emit_event(
+        flow.name,
+        str(dataset),
+        str(flow_run.id),
+        event_type,
+        result=result,
+        message=state.message or state.name,
+    )
+
+
+def emit_event(
+    workflow: str,
+    dataset: str,
+    run_id: str,
+    event_type: str,
+    *,
+    result: Any = None,
+    message: str | None = None,
+) -> None:
+    """One run event of ``workflow`` (ingest or aggregate) on ``dataset``; the run is a flow or task run id.
+
+    A cookbook's one task per dataset calls this itself (a task has no flow hooks)."""
+    url = transport_url()
+    if url is None or workflow not in WORKFLOWS:
         return
     from openlineage.client.event_v2 import Job, Run, RunEvent, RunState
     from openlineage.client.facet_v2 import error_message_run, output_statistics_output_dataset
@@ -99,11 +124,10 @@ def emit(flow, flow_run, state, event_type: str) -> None:
 
     settings = get_settings()
     registry = load_registry(settings.registry_path)
-    spec = registry.get(str(dataset))
+    spec = registry.get(dataset)
     inputs, outputs = datasets(settings, spec, registry)
     run_facets: dict[str, Any] = {}
     if event_type == "COMPLETE":
-        result = state.result(fetch=True)
         written = getattr(result, "written", getattr(result, "rows_written", None))
         outputs[0].outputFacets = {
             "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
@@ -112,13 +136,13 @@ def emit(flow, flow_run, state, event_type: str) -> None:
         }
     elif event_type == "FAIL":
         run_facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-            message=state.message or state.name, programmingLanguage="python"
+            message=message or "failed", programmingLanguage="python"
         )
     event = RunEvent(
         eventType=getattr(RunState, event_type),
         eventTime=datetime.now(UTC).isoformat(),
-        run=Run(runId=str(flow_run.id), facets=run_facets),
-        job=Job(namespace=f"pipelines.{settings.namespace}", name=f"{flow.name}.{spec.name}"),
+        run=Run(runId=run_id, facets=run_facets),
+        job=Job(namespace=f"pipelines.{settings.namespace}", name=f"{workflow}.{spec.name}"),
         inputs=inputs,
         outputs=outputs,
         producer=PRODUCER,

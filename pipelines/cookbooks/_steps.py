@@ -1,12 +1,11 @@
-"""Steps cookbooks have in common: run a workflow as a subflow, wrap its failure, summarise its result."""
+"""How cookbooks report an aggregate or a share in their results (the runner, :mod:`._runner`, runs them)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from pipelines.components.errors import PipelinesError
-from pipelines.workflows.aggregate import AggregateResult, aggregate
-from pipelines.workflows.share import ShareResult, share
+from pipelines.workflows.aggregate import AggregateResult
+from pipelines.workflows.share import ShareResult
 
 
 class AggregateSummary(BaseModel):
@@ -37,18 +36,6 @@ def summarise_aggregate(result: AggregateResult) -> AggregateSummary:
     )
 
 
-def build_aggregate(cookbook: str, dataset: str, window: str, namespace: str, rerun: str) -> AggregateResult:
-    """The aggregate workflow as a subflow; a failure names the cookbook, dataset, window and next step."""
-    try:
-        return aggregate(dataset=dataset)
-    except Exception as exc:
-        raise PipelinesError(
-            f"{cookbook} cookbook: aggregate of {dataset!r} failed for the window {window} in namespace "
-            f"{namespace!r}: {exc} Every commit is atomic, so each table holds its last committed version; "
-            f"fix the cause and run `{rerun}` again (it resumes: finished steps are no-ops)."
-        ) from exc
-
-
 class ShareSummary(BaseModel):
     """One dataset shared to the warehouse, as a cookbook reports it."""
 
@@ -75,16 +62,3 @@ def summarise_share(result: ShareResult) -> ShareSummary:
         delta_version=result.delta_version,
         run_id=result.run_id,
     )
-
-
-def share_output(cookbook: str, dataset: str, window: str, namespace: str, rerun: str) -> ShareResult:
-    """The share workflow as a subflow; a failure names the cookbook, dataset, window and next step."""
-    try:
-        return share(dataset=dataset)
-    except Exception as exc:
-        raise PipelinesError(
-            f"{cookbook} cookbook: share of {dataset!r} to the warehouse failed for the window {window} in "
-            f"namespace {namespace!r}: {exc} The lake tables are committed and a share is one warehouse "
-            f"transaction, so the warehouse holds its last complete share; fix the cause and run `{rerun}` "
-            "again (it sends what the warehouse lacks)."
-        ) from exc

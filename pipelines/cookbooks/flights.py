@@ -8,21 +8,15 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
 from pipelines.components.alerts import run_hooks
+from pipelines.components.engine import SettingsTaskRunner
 from pipelines.components.environment import get_settings
-from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.summary import RunSummary, tag_subflows
-from pipelines.cookbooks._steps import (
-    AggregateSummary,
-    ShareSummary,
-    build_aggregate,
-    share_output,
-    summarise_aggregate,
-    summarise_share,
-)
+from pipelines.cookbooks._runner import run_graph
+from pipelines.cookbooks._steps import AggregateSummary, ShareSummary, summarise_aggregate, summarise_share
 from pipelines.samples.nycflights import land_nycflights
-from pipelines.workflows.ingest import IngestResult, ingest
+from pipelines.workflows.ingest import IngestResult
 
 DATASETS = ("airlines", "airports", "planes", "weather", "flights")
 AGGREGATES = ("flight_delays_daily",)
@@ -82,7 +76,13 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="flights", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@flow(
+    name="flights",
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    task_runner=SettingsTaskRunner(),
+    **run_hooks(),
+)
 @tag_subflows
 def flights(
     start: str = "2013-01-01", through: str = "2013-12-31", land_sample: bool = True
@@ -94,62 +94,18 @@ def flights(
     window = f"{start}..{through}"
     run_summary = RunSummary("flights", settings)
     landed = _land(settings.landing_url, start, through) if land_sample else 0
-    summaries: dict[str, DatasetSummary] = {}
-    steps = len(DATASETS) + len(AGGREGATES) + len(SHARED)
-    for number, dataset in enumerate(DATASETS, start=1):
-        try:
-            result = ingest(dataset=dataset)
-        except Exception as exc:
-            raise PipelinesError(
-                f"flights cookbook: ingest of {dataset!r} failed for the window {window} in namespace "
-                f"{settings.namespace!r}: {exc}. The datasets before it are committed; fix the cause and run "
-                f"`pipelines run flights -p start={start} -p through={through}` again (it resumes, nothing is "
-                "ingested twice)."
-            ) from exc
-        summaries[dataset] = _summarise(result)
-        run_summary.ingested(result)
-        logger.info(
-            "[%d/%d] %s: %d in, %d written, %d quarantined, %d late",
-            number,
-            steps,
-            dataset,
-            result.rows_in,
-            result.written,
-            result.quarantined,
-            result.late_rows,
-        )
-    aggregates: dict[str, AggregateSummary] = {}
-    rerun = f"pipelines run flights -p start={start} -p through={through}"
-    for number, dataset in enumerate(AGGREGATES, start=len(DATASETS) + 1):
-        built = build_aggregate("flights", dataset, window, settings.namespace, rerun)
-        aggregates[dataset] = summarise_aggregate(built)
-        run_summary.aggregated(built)
-        logger.info(
-            "[%d/%d] aggregate %s: %s, %s, %d row(s) in %d partition(s) (%s)",
-            number,
-            steps,
-            dataset,
-            built.status,
-            built.mode,
-            built.rows_written,
-            len(built.partitions_recomputed),
-            built.reason,
-        )
-    shared: dict[str, ShareSummary] = {}
-    for number, dataset in enumerate(SHARED, start=len(DATASETS) + len(AGGREGATES) + 1):
-        sent = share_output("flights", dataset, window, settings.namespace, rerun)
-        shared[dataset] = summarise_share(sent)
-        run_summary.shared(sent)
-        logger.info(
-            "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
-            number,
-            steps,
-            dataset,
-            sent.status,
-            sent.mode,
-            sent.rows,
-            sent.table,
-        )
+    done = run_graph(
+        "flights",
+        datasets=DATASETS,
+        aggregates=AGGREGATES,
+        shares=SHARED,
+        window=window,
+        rerun=f"pipelines run flights -p start={start} -p through={through}",
+        summary=run_summary,
+    )
+    summaries = {name: _summarise(result) for name, result in done.ingested.items()}
+    aggregates = {name: summarise_aggregate(built) for name, built in done.aggregated.items()}
+    shared = {name: summarise_share(sent) for name, sent in done.shared.items()}
     total = sum(s.written for s in summaries.values())
     quarantined = sum(s.quarantined for s in summaries.values())
     late = sum(s.late_rows for s in summaries.values())

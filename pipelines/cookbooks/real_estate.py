@@ -10,15 +10,16 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel, Field
 
 from pipelines.components.alerts import run_hooks
+from pipelines.components.engine import SettingsTaskRunner
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.summary import RunSummary, tag_subflows
-from pipelines.cookbooks._steps import ShareSummary, share_output, summarise_share
+from pipelines.cookbooks._runner import run_graph
+from pipelines.cookbooks._steps import ShareSummary, summarise_share
 from pipelines.samples.real_estate import land_real_estate
-from pipelines.workflows.aggregate import aggregate
-from pipelines.workflows.ingest import IngestResult, ingest
+from pipelines.workflows.ingest import IngestResult
 
 SOURCES = ("county_parcels", "listings")
 OUTPUTS = ("properties", "property_conflicts")
@@ -108,14 +109,6 @@ def _window(through: str) -> str:
         ) from None
 
 
-def _failed(step: str, dataset: str, through: str, namespace: str, exc: Exception) -> PipelinesError:
-    return PipelinesError(
-        f"real_estate cookbook: {step} of {dataset!r} failed for the window through {through} in namespace "
-        f"{namespace!r}: {exc}. The steps before it are committed; fix the cause and run "
-        f"`pipelines run real_estate -p through={through}` again (ingested files are not ingested twice)."
-    )
-
-
 def _summary(
     namespace: str,
     through: str,
@@ -145,7 +138,13 @@ def _summary(
     )
 
 
-@flow(name="real_estate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@flow(
+    name="real_estate",
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    task_runner=SettingsTaskRunner(),
+    **run_hooks(),
+)
 @tag_subflows
 def real_estate(
     through: str = "2024-03-31", land_sample: bool = True, full_refresh: bool = False
@@ -156,59 +155,23 @@ def real_estate(
     settings = get_settings()
     through = _window(through)
     run_summary = RunSummary("real_estate", settings)
-    steps = len(SOURCES) + len(OUTPUTS) + len(SHARED)
     landed = _land(settings.landing_url, through) if land_sample else 0
-
-    sources: dict[str, SourceSummary] = {}
-    for number, dataset in enumerate(SOURCES, start=1):
-        try:
-            result = ingest(dataset=dataset, full_refresh=full_refresh)
-        except Exception as exc:
-            raise _failed("ingest", dataset, through, settings.namespace, exc) from exc
-        sources[dataset] = _source_summary(result)
-        run_summary.ingested(result)
-        logger.info(
-            "[%d/%d] ingest %s: %d in, %d written, %d quarantined, %d duplicates, %d late",
-            number,
-            steps,
-            dataset,
-            result.rows_in,
-            result.written,
-            result.quarantined,
-            result.duplicates_collapsed,
-            result.late_rows,
-        )
-
-    outputs: dict[str, OutputSummary] = {}
-    for number, dataset in enumerate(OUTPUTS, start=len(SOURCES) + 1):
-        try:
-            built = aggregate(dataset=dataset, full_refresh=full_refresh)
-        except Exception as exc:
-            raise _failed("aggregate", dataset, through, settings.namespace, exc) from exc
-        run_summary.aggregated(built)
-        outputs[dataset] = OutputSummary(
-            status=built.status, rows_written=built.rows_written, table=built.table, version=built.version
-        )
-        logger.info(
-            "[%d/%d] aggregate %s: %s, %d row(s)", number, steps, dataset, built.status, built.rows_written
-        )
-
-    shared: dict[str, ShareSummary] = {}
-    rerun = f"pipelines run real_estate -p through={through}"
-    for number, dataset in enumerate(SHARED, start=len(SOURCES) + len(OUTPUTS) + 1):
-        sent = share_output("real_estate", dataset, f"through {through}", settings.namespace, rerun)
-        shared[dataset] = summarise_share(sent)
-        run_summary.shared(sent)
-        logger.info(
-            "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
-            number,
-            steps,
-            dataset,
-            sent.status,
-            sent.mode,
-            sent.rows,
-            sent.table,
-        )
+    done = run_graph(
+        "real_estate",
+        datasets=SOURCES,
+        aggregates=OUTPUTS,
+        shares=SHARED,
+        window=f"through {through}",
+        rerun=f"pipelines run real_estate -p through={through}",
+        summary=run_summary,
+        full_refresh=full_refresh,
+    )
+    sources = {name: _source_summary(result) for name, result in done.ingested.items()}
+    outputs = {
+        name: OutputSummary(status=b.status, rows_written=b.rows_written, table=b.table, version=b.version)
+        for name, b in done.aggregated.items()
+    }
+    shared = {name: summarise_share(sent) for name, sent in done.shared.items()}
 
     facts = _describe(settings.namespace_url)
     summary = _summary(settings.namespace, through, landed, sources, facts, shared)

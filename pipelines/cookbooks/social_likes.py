@@ -9,21 +9,14 @@ from prefect import flow, get_run_logger, task
 from pydantic import BaseModel
 
 from pipelines.components.alerts import run_hooks
+from pipelines.components.engine import SettingsTaskRunner
 from pipelines.components.environment import get_settings
-from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.summary import RunSummary, tag_subflows
-from pipelines.cookbooks._steps import (
-    AggregateSummary,
-    ShareSummary,
-    build_aggregate,
-    share_output,
-    summarise_aggregate,
-    summarise_share,
-)
+from pipelines.cookbooks._runner import run_graph
+from pipelines.cookbooks._steps import AggregateSummary, ShareSummary, summarise_aggregate, summarise_share
 from pipelines.samples import social_likes as sample
-from pipelines.workflows.ingest import ingest
 
 INGESTED = ("posts", "likes")
 AGGREGATES = ("likes_per_user", "user_top3_avg", "top_users")
@@ -79,7 +72,13 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(name="social_likes", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@flow(
+    name="social_likes",
+    persist_result=True,
+    result_serializer=RESULT_SERIALIZER,
+    task_runner=SettingsTaskRunner(),
+    **run_hooks(),
+)
 @tag_subflows
 def social_likes(
     start: str = FIRST_DAY, through: str = LAST_DAY, land_sample: bool = True
@@ -92,69 +91,28 @@ def social_likes(
     run_summary = RunSummary("social_likes", settings)
     rerun = f"pipelines run social_likes -p start={start} -p through={through}"
     landed = _land(settings.landing_url, start, through) if land_sample else 0
-    steps = len(INGESTED) + len(AGGREGATES) + len(SHARED)
-
-    ingested: dict[str, IngestSummary] = {}
-    for number, dataset in enumerate(INGESTED, start=1):
-        try:
-            result = ingest(dataset=dataset)
-        except Exception as exc:
-            raise PipelinesError(
-                f"social_likes cookbook: ingest of {dataset!r} failed for the window {window} in namespace "
-                f"{settings.namespace!r}: {exc} The datasets before it are committed; fix the cause and run "
-                f"`{rerun}` again (nothing is ingested twice)."
-            ) from exc
-        run_summary.ingested(result)
-        ingested[dataset] = IngestSummary(
-            status=result.status,
-            rows_in=result.rows_in,
-            written=result.written,
-            quarantined=result.quarantined,
-            duplicates_collapsed=result.duplicates_collapsed,
-            late_rows=result.late_rows,
+    done = run_graph(
+        "social_likes",
+        datasets=INGESTED,
+        aggregates=AGGREGATES,
+        shares=SHARED,
+        window=window,
+        rerun=rerun,
+        summary=run_summary,
+    )
+    ingested = {
+        name: IngestSummary(
+            status=r.status,
+            rows_in=r.rows_in,
+            written=r.written,
+            quarantined=r.quarantined,
+            duplicates_collapsed=r.duplicates_collapsed,
+            late_rows=r.late_rows,
         )
-        logger.info(
-            "[%d/%d] ingest %s: %d in, %d written, %d quarantined, %d duplicates, %d late",
-            number,
-            steps,
-            dataset,
-            result.rows_in,
-            result.written,
-            result.quarantined,
-            result.duplicates_collapsed,
-            result.late_rows,
-        )
-
-    aggregates: dict[str, AggregateSummary] = {}
-    for number, dataset in enumerate(AGGREGATES, start=len(INGESTED) + 1):
-        built = build_aggregate("social_likes", dataset, window, settings.namespace, rerun)
-        aggregates[dataset] = summarise_aggregate(built)
-        run_summary.aggregated(built)
-        logger.info(
-            "[%d/%d] aggregate %s: %s, %s, %d row(s)",
-            number,
-            steps,
-            dataset,
-            built.status,
-            built.mode,
-            built.rows_written,
-        )
-
-    shared: dict[str, ShareSummary] = {}
-    for number, dataset in enumerate(SHARED, start=len(INGESTED) + len(AGGREGATES) + 1):
-        sent = share_output("social_likes", dataset, window, settings.namespace, rerun)
-        shared[dataset] = summarise_share(sent)
-        run_summary.shared(sent)
-        logger.info(
-            "[%d/%d] share %s: %s, %s, %d row(s) sent to %s",
-            number,
-            steps,
-            dataset,
-            sent.status,
-            sent.mode,
-            sent.rows,
-            sent.table,
-        )
+        for name, r in done.ingested.items()
+    }
+    aggregates = {name: summarise_aggregate(built) for name, built in done.aggregated.items()}
+    shared = {name: summarise_share(sent) for name, sent in done.shared.items()}
 
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
     ranking = lake.read("aggregated", "top_users").sort("rank")

@@ -545,6 +545,16 @@ def _markdown(result: AggregateResult) -> str:
 @flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
+    return _aggregate(dataset, full_refresh, _plan, _build_and_commit)
+
+
+def aggregate_in_task(dataset: str, full_refresh: bool = False) -> AggregateResult:
+    """The aggregate flow's work inside a caller's task (a cookbook's one task per dataset): same plan,
+    commit and artifact, no flow or task runs of its own."""
+    return _aggregate(dataset, full_refresh, _plan.fn, _build_and_commit.fn)
+
+
+def _aggregate(dataset: str, full_refresh: bool, plan_step, build_step) -> AggregateResult:
     started = time.monotonic()
     settings = get_settings()
     registry = load_registry(settings.registry_path)
@@ -564,11 +574,11 @@ def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     run_id = new_run_id()
     logger = get_run_logger()
     for attempt in range(1, _ATTEMPTS + 1):
-        plan = _plan(spec, registry, lake, full_refresh, _definition(spec, source_hash))
+        plan = plan_step(spec, registry, lake, full_refresh, _definition(spec, source_hash))
         if plan.mode == "up_to_date":
             break
         try:
-            result = _build_and_commit(spec, lake, plan, run_id, function)
+            result = build_step(spec, lake, plan, run_id, function)
             break
         except CommitConflict as exc:
             if attempt == _ATTEMPTS:

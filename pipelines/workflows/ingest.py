@@ -653,6 +653,18 @@ def ingest(
     ``batch_bytes`` bounds how much raw input one batch (one commit) holds; a larger CSV file is
     read in record-aligned chunks of that size.
     """
+    return _ingest(dataset, full_refresh, batch_bytes, _land, _clean_and_commit)
+
+
+def ingest_in_task(
+    dataset: str, full_refresh: bool = False, batch_bytes: int = batches.DEFAULT_BATCH_BYTES
+) -> IngestResult:
+    """The ingest flow's work inside a caller's task (a cookbook's one task per dataset): same steps,
+    same commits and artifact, no flow or task runs of its own."""
+    return _ingest(dataset, full_refresh, batch_bytes, _land.fn, _clean_and_commit.fn)
+
+
+def _ingest(dataset: str, full_refresh: bool, batch_bytes: int, land, clean_and_commit) -> IngestResult:
     started = time.monotonic()
     if batch_bytes < 1:
         raise ConfigError(f"batch_bytes must be a positive number of bytes, got {batch_bytes}.")
@@ -666,8 +678,8 @@ def ingest(
     lake = Lake(storage)
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
-    landed = _land(spec, settings, storage, state, run_id)
-    result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
+    landed = land(spec, settings, storage, state, run_id)
+    result = clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
     result.skipped_files = landed.skipped
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(

@@ -20,7 +20,7 @@ from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
 from pipelines.components.summary import artifact_key
 
-__all__ = ["ShareResult", "share"]
+__all__ = ["ShareResult", "share", "share_in_task"]
 
 
 def _retry_transient(task, task_run, state) -> bool:
@@ -80,13 +80,23 @@ def _markdown(result: ShareResult) -> str:
 @flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
     """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
+    return _run(dataset, mode, full_refresh, _share)
+
+
+def share_in_task(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
+    """The share flow's work inside a caller's task (a cookbook's one task per dataset): same transaction
+    and artifact, no flow or task runs of its own."""
+    return _run(dataset, mode, full_refresh, _share.fn)
+
+
+def _run(dataset: str, mode: str | None, full_refresh: bool, share_step) -> ShareResult:
     settings = get_settings()
     spec = load_registry(settings.registry_path).get(dataset)
     resolve_mode(spec, mode)  # a bad mode fails before anything is opened
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
     warehouse = Warehouse.from_settings(settings)
     try:
-        result = _share(spec, lake, warehouse, new_run_id(), settings.namespace, mode, full_refresh)
+        result = share_step(spec, lake, warehouse, new_run_id(), settings.namespace, mode, full_refresh)
     finally:
         warehouse.dispose()
     create_markdown_artifact(

@@ -1,0 +1,119 @@
+"""Which task runner a flow run's tasks go to: in-process, or Dask through prefect-dask.
+
+Chosen from the settings (:mod:`pipelines.components.environment`) when a flow run starts, not when
+the flow is decorated, so a deployment, the CLI, the notebook client and a test all pick up the
+environment of the process that runs the flow:
+
+- ``PIPELINES_DASK_ADDRESS=tcp://host:8786``: the scheduler of an existing Dask cluster
+  (``DaskTaskRunner(address=...)``). Its workers run on other processes or machines, so they report
+  task runs to a Prefect server: ``PREFECT_API_URL`` must be set (the in-process API lives and dies
+  with this process). See docs/scaling.md for what the workers need.
+- ``PIPELINES_WORKERS=N``: a local Dask cluster of N single-threaded worker processes, started for
+  the flow run and closed with it.
+- neither: in-process, one task at a time (Prefect's ``SequentialTaskRunner``): the same results as
+  the Dask paths, no thread or process start-up, and no concurrent writers on the in-process API's
+  SQLite database.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+from uuid import UUID
+
+from prefect.task_runners import BaseTaskRunner, SequentialTaskRunner, TaskConcurrencyType
+
+from pipelines.components.environment import Settings, get_settings
+from pipelines.components.errors import ConfigError
+
+
+def _api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def task_runner(settings: Settings) -> BaseTaskRunner:
+    """The task runner the settings ask for (a new, unstarted instance)."""
+    if settings.dask_address:
+        if not _api_url():
+            raise ConfigError(
+                f"PIPELINES_DASK_ADDRESS={settings.dask_address} ({settings.origins.get('dask_address', '')}) "
+                "runs tasks on the workers of that Dask cluster, and they report their task runs to the "
+                "Prefect API; with no PREFECT_API_URL this process uses Prefect's in-process API, which "
+                "they cannot reach. Set PREFECT_API_URL to a Prefect server both sides can reach, or unset "
+                "PIPELINES_DASK_ADDRESS (PIPELINES_WORKERS=N starts a local cluster instead)."
+            )
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=settings.dask_address)
+    if settings.workers:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": settings.workers,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            }
+        )
+    return SequentialTaskRunner()
+
+
+class SettingsTaskRunner(BaseTaskRunner):
+    """A flow's task runner that becomes :func:`task_runner` of the settings when the flow run starts.
+
+    Set it at decoration (``@flow(task_runner=SettingsTaskRunner())``): Prefect starts a duplicate
+    for every flow run, and this one delegates submit and wait to the runner the settings choose.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inner: BaseTaskRunner | None = None
+
+    @property
+    def name(self) -> str:
+        return "settings"
+
+    @property
+    def concurrency_type(self) -> TaskConcurrencyType:
+        if self._inner is not None:
+            return self._inner.concurrency_type
+        try:
+            settings = get_settings()
+        except ConfigError:
+            return TaskConcurrencyType.SEQUENTIAL  # the run fails at start with the setting's error
+        if settings.dask_address or settings.workers:
+            return TaskConcurrencyType.PARALLEL
+        return TaskConcurrencyType.SEQUENTIAL
+
+    @property
+    def inner(self) -> BaseTaskRunner | None:
+        """The runner this flow run delegates to (None before it starts)."""
+        return self._inner
+
+    def duplicate(self) -> SettingsTaskRunner:
+        return type(self)()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    async def _start(self, exit_stack: AsyncExitStack) -> None:
+        runner = task_runner(get_settings())
+        self._inner = await exit_stack.enter_async_context(runner.start())
+        exit_stack.callback(setattr, self, "_inner", None)
+
+    async def submit(self, key: UUID, call: Any) -> None:
+        await self._started_inner().submit(key, call)
+
+    async def wait(self, key: UUID, timeout: float | None = None) -> Any:
+        return await self._started_inner().wait(key, timeout)
+
+    def _started_inner(self) -> BaseTaskRunner:
+        if self._inner is None:
+            raise RuntimeError("The task runner must be started before submitting work.")
+        return self._inner
