@@ -55,7 +55,7 @@ def task_runner(settings: Settings) -> BaseTaskRunner:
                 "n_workers": settings.workers,
                 "threads_per_worker": 1,
                 "processes": True,
-                "dashboard_address": None,
+                "dashboard_address": ":0",
             }
         )
     return SequentialTaskRunner()

@@ -116,7 +116,6 @@ def build_graph(
                     "inputs column of that row (`pipelines registry check` lists every problem)."
                 )
     pending = {name: registry.datasets[name] for name in builds}
-    done: set[str] = set()
     levels: list[tuple[str, ...]] = []
     while pending:
         ready = [n for n in builds if n in pending and not (set(pending[n].inputs) & set(pending))]
@@ -130,6 +129,5 @@ def build_graph(
             )
         levels.append(tuple(ready))
         for name in ready:
-            done.add(name)
             del pending[name]
     return Graph(cookbook=cookbook, ingests=ingests, levels=tuple(levels), shares=shared)

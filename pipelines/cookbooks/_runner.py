@@ -60,8 +60,14 @@ class GraphRun:
 
 
 def carried_settings(settings: Settings) -> dict[str, str]:
-    """The flow's resolved settings that each task re-enters (see :func:`_dataset_task`)."""
-    return {k: getattr(settings, k) for k in _CARRIED if getattr(settings, k) is not None}
+    """The flow's resolved settings that each task re-enters (see :func:`_dataset_task`).
+
+    The registry shipped with the package is not carried: a worker on another machine has the
+    package installed at a path of its own."""
+    carried = {k: getattr(settings, k) for k in _CARRIED if getattr(settings, k) is not None}
+    if settings.origins.get("registry_path", "").startswith("default"):
+        carried.pop("registry_path", None)
+    return carried
 
 
 def _run_dataset(step: Step, full_refresh: bool) -> Any:
