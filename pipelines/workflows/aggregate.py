@@ -42,6 +42,8 @@ from pipelines.lake.state import changes_data, commit_state, commits_since, stat
 # Bookkeeping columns of upstream tables that transforms do not see (``_partition`` they do).
 HIDDEN_INPUT_COLUMNS = (SOURCE_FILE, RUN_ID, INGESTED_AT)
 _ATTEMPTS = 5
+# Partitions an incremental build recomputes per transform call; the batches run in parallel (polars).
+PARTITION_BATCH = 31
 
 
 class InputNotReadyError(PipelinesError):
@@ -260,7 +262,9 @@ def _plan(spec: DatasetSpec, registry: Registry, lake: Lake, full_refresh: bool,
 # build ---------------------------------------------------------------------------------------
 
 
-def _read_inputs(lake: Lake, plan: _Plan) -> dict[str, pl.LazyFrame]:
+def _read_inputs(lake: Lake, plan: _Plan, partitions: list[str] | None = None) -> dict[str, pl.LazyFrame]:
+    """The inputs at their pinned versions; partitioned like the output: just ``partitions``
+    (default: every partition an incremental plan recomputes)."""
     frames = {}
     options = lake.storage.delta_options or None
     for item in plan.inputs:
@@ -270,27 +274,44 @@ def _read_inputs(lake: Lake, plan: _Plan) -> dict[str, pl.LazyFrame]:
         if item.stale:
             scan = scan.filter(~pl.col(PARTITION).is_in(item.stale))
         if plan.mode == "incremental" and item.same_key:
-            scan = scan.filter(pl.col(PARTITION).is_in(plan.affected))
+            scan = scan.filter(pl.col(PARTITION).is_in(plan.affected if partitions is None else partitions))
         frames[item.name] = scan
     return frames
 
 
-def _run_transform(spec: DatasetSpec, function, frames: dict[str, pl.LazyFrame], what: str) -> pl.DataFrame:
+def partition_batches(plan: _Plan, size: int) -> list[list[str]] | None:
+    """The recomputed partitions in batches of ``size``, or None when the transform runs once.
+
+    Only an incremental plan is split: it already relies on each output partition coming from the same
+    partition of the partitioned inputs (a build checks that), so a transform over a batch gives that
+    batch's rows of the transform over them all. A full build runs once."""
+    if plan.mode != "incremental" or len(plan.affected) <= size:
+        return None
+    return [plan.affected[i : i + size] for i in range(0, len(plan.affected), size)]
+
+
+def _run_transform(
+    spec: DatasetSpec, function, inputs: list[dict[str, pl.LazyFrame]], what: str
+) -> pl.DataFrame:
+    """The transform over each set of inputs (one per partition batch), run together by polars'
+    ``collect_all`` on its thread pool, their rows concatenated."""
     where = f"Transform {spec.transform!r} (dataset {spec.name!r})"
     try:
-        out = function(frames)
-        if isinstance(out, pl.LazyFrame):
-            out = out.collect()
+        outs = [function(frames) for frames in inputs]
+        for out in outs:
+            if not isinstance(out, pl.LazyFrame | pl.DataFrame):
+                raise TransformError(
+                    f"{where} returned {type(out).__name__}; a transform must return a polars LazyFrame or DataFrame."
+                )
+        outs = pl.collect_all([out.lazy() for out in outs])
+    except TransformError:
+        raise
     except Exception as exc:
         raise TransformError(
             f"{where} failed on {what}: {type(exc).__name__}: {exc}. Nothing was written; "
             f"fix the transform and run `pipelines aggregate {spec.name}` again."
         ) from exc
-    if not isinstance(out, pl.DataFrame):
-        raise TransformError(
-            f"{where} returned {type(out).__name__}; a transform must return a polars LazyFrame or DataFrame."
-        )
-    return out
+    return outs[0] if len(outs) == 1 else pl.concat(outs, how="vertical_relaxed")
 
 
 def _conform(spec: DatasetSpec, frame: pl.DataFrame) -> pl.DataFrame:
@@ -389,7 +410,9 @@ def _build_and_commit(spec: DatasetSpec, lake: Lake, plan: _Plan, run_id: str, f
         what = f"partition(s) {', '.join(plan.affected[:5])}{more}"
     else:
         what = "all the input rows"
-    frame = _conform(spec, _run_transform(spec, function, _read_inputs(lake, plan), what))
+    batches = partition_batches(plan, PARTITION_BATCH)
+    inputs = [_read_inputs(lake, plan, batch) for batch in batches] if batches else [_read_inputs(lake, plan)]
+    frame = _conform(spec, _run_transform(spec, function, inputs, what))
     if partitioned:
         frame = frame.with_columns(_partition_values(frame, spec.partition_field))
     frame = frame.with_columns(pl.lit(run_id).alias(RUN_ID))

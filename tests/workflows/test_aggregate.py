@@ -15,6 +15,7 @@ from pipelines.cli import app
 from pipelines.components.partitions import partition_status, stale_partitions
 from pipelines.components.resources import STATE_KEY, Lake, Storage
 from pipelines.workflows.aggregate import InputNotReadyError, TransformError, aggregate
+from pipelines.workflows.aggregate import _read_inputs as _READ
 from pipelines.workflows.cleanup import cleanup
 from pipelines.workflows.ingest import ingest
 
@@ -262,6 +263,37 @@ def test_late_rows_and_updates_recompute_only_their_partitions_and_equal_a_full_
     assert full.partitions_recomputed == [f"2024-01-0{d}" for d in range(1, 6)]
     assert_frame_equal(env.rows(), incremental)
     assert full.partitions_marked_stale == [] and full.stale_partitions == []
+
+
+def test_an_incremental_build_in_parallel_partition_batches_equals_one_pass(env, monkeypatch):
+    import pipelines.workflows.aggregate as module
+
+    env.ingest("sales", "stores")
+    aggregate("daily_sales")
+    env.land(
+        "sales/late.csv",
+        HEADER + _sale(8, "s2", 40, 2, hour=18) + _sale(10, "s1", 4, 4) + _sale(9, "s1", 3, 5),
+    )
+    env.ingest("sales")
+    calls = []
+
+    def spy(lake, plan, partitions=None):
+        calls.append(partitions)
+        return _READ(lake, plan, partitions)
+
+    monkeypatch.setattr(module, "PARTITION_BATCH", 2)
+    monkeypatch.setattr(module, "_read_inputs", spy)
+    second = aggregate("daily_sales")
+    assert (second.mode, second.partitions_recomputed) == (
+        "incremental",
+        ["2024-01-02", "2024-01-04", "2024-01-05"],
+    )
+    assert calls == [["2024-01-02", "2024-01-04"], ["2024-01-05"]]  # two transform calls, collected together
+    batched = env.rows()
+    assert_frame_equal(batched, _independent_daily(env.root / "landing"))
+    assert aggregate("daily_sales", full_refresh=True).mode == "full"
+    assert calls[2:] == [None]  # one pass over everything
+    assert_frame_equal(env.rows(), batched)
 
 
 def test_a_changed_dimension_rebuilds_every_partition(env):
