@@ -108,6 +108,7 @@ def _retry_transient(task, task_run, state) -> bool:
 
 
 @task(
+    name="dataset",
     task_run_name="{workflow} {dataset}",
     persist_result=False,
     retries=2,
