@@ -391,6 +391,93 @@ def cleanup_command(
     _print_json(to_jsonable(result))
 
 
+@app.command("maintain")
+def maintain_command(
+    dataset: Annotated[
+        str | None,
+        typer.Argument(help="A dataset from the registry (default: every table of the namespace)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what compaction and vacuum would do; change nothing.")
+    ] = False,
+) -> None:
+    """Compact and vacuum Delta tables, checkpoint their logs, expire landed landing files (docs/lifecycle.md)."""
+    if dataset is not None:
+        _check_dataset(dataset)
+    with _user_errors():
+        settings = get_settings()  # a bad PIPELINES_VACUUM_RETENTION_HOURS is reported before Prefect starts
+        from pipelines.workflows.maintain import maintain
+
+        _start_local_api()
+        result = maintain(dataset=dataset, dry_run=dry_run)
+    table = Table(
+        title=f"maintain {settings.namespace}{' (dry run: nothing changed)' if dry_run else ''}, "
+        f"vacuum window {result.retention_hours} h"
+    )
+    for column in (
+        "table",
+        "files before",
+        "files after",
+        "bytes before",
+        "bytes after",
+        "compacted",
+        "vacuumed",
+    ):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for t in result.tables:
+        table.add_row(
+            t.table,
+            str(t.files_before),
+            str(t.files_after),
+            str(t.bytes_before),
+            str(t.bytes_after),
+            str(t.compacted),
+            str(t.vacuumed),
+        )
+    console.print(table)
+    if result.landing_expiry_days:
+        verb = "would delete" if dry_run else "deleted"
+        console.print(
+            f"landing: {verb} {len(result.landing_removed)} file(s) landed over {result.landing_expiry_days} "
+            f"day(s) ago; kept {result.landing_kept}",
+            highlight=False,
+        )
+
+
+@app.command("retention")
+def retention_command(
+    dataset: Annotated[
+        str | None, typer.Argument(help="A dataset with retention_days (default: every such dataset).")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Judge ages on this day, YYYY-MM-DD (default: today, UTC).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report the raw files and quarantine rows that would expire.")
+    ] = False,
+) -> None:
+    """Expire PII in raw files and quarantine rows older than retention_days; prints the result as JSON."""
+    from datetime import date
+
+    if dataset is not None:
+        _check_dataset(dataset)
+    day = None
+    if as_of is not None:
+        try:
+            day = date.fromisoformat(as_of)
+        except ValueError:
+            _fail(
+                PipelinesError(f"--as-of {as_of!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-01-31.")
+            )
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.retention import retention
+
+    with _user_errors():
+        _start_local_api()
+        result = retention(dataset=dataset, as_of=day, dry_run=dry_run)
+    _print_json(to_jsonable(result))
+
+
 @app.command("deploy")
 def deploy_command(
     branch: Annotated[
