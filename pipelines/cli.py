@@ -35,7 +35,7 @@ console = Console()
 err = Console(stderr=True)
 
 # Secret names the project knows about (the keys of .env.example); shown masked by `env`.
-KNOWN_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY")
+KNOWN_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY", "PIPELINES_PSEUDONYM_KEY")
 
 ParamOption = Annotated[
     list[str] | None,
@@ -410,31 +410,19 @@ def maintain_command(
 
         _start_local_api()
         result = maintain(dataset=dataset, dry_run=dry_run)
-    table = Table(
-        title=f"maintain {settings.namespace}{' (dry run: nothing changed)' if dry_run else ''}, "
-        f"vacuum window {result.retention_hours} h"
+    console.print(
+        f"maintain {settings.namespace}{' (dry run: nothing changed)' if dry_run else ''}, "
+        f"vacuum window {result.retention_hours} h",
+        highlight=False,
+        soft_wrap=True,
     )
-    for column in (
-        "table",
-        "files before",
-        "files after",
-        "bytes before",
-        "bytes after",
-        "compacted",
-        "vacuumed",
-    ):
-        table.add_column(column, justify="left" if column == "table" else "right")
     for t in result.tables:
-        table.add_row(
-            t.table,
-            str(t.files_before),
-            str(t.files_after),
-            str(t.bytes_before),
-            str(t.bytes_after),
-            str(t.compacted),
-            str(t.vacuumed),
+        console.print(
+            f"{t.table:<36} files {t.files_before:>6} -> {t.files_after:<6} "
+            f"bytes {t.bytes_before:>12} -> {t.bytes_after:<12} compacted {t.compacted:<5} vacuumed {t.vacuumed}",
+            highlight=False,
+            soft_wrap=True,
         )
-    console.print(table)
     if result.landing_expiry_days:
         verb = "would delete" if dry_run else "deleted"
         console.print(

@@ -5,7 +5,6 @@ import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
 
-import polars as pl
 import pytest
 
 from pipelines.components.resources import Storage
