@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from pipelines.components.resources import Storage
-from pipelines.lake.layout import MANIFEST, QUARANTINE, STATE_KEY, raw_dir
+from pipelines.lake.layout import MANIFEST, META, QUARANTINE, STATE_KEY, raw_dir
 from pipelines.lake.raw import _identity
 from pipelines.lake.state import state_at
 from pipelines.lake.table import CommitConflict, Lake
@@ -107,10 +107,10 @@ def _bound_log(lake: Lake, zone: str, name: str, retention_hours: int, run_id: s
         )
     for _ in range(8):
         table = lake.table(zone, name)
-        if zone == QUARANTINE or STATE_KEY in (table.history(limit=1) or [{}])[0]:
+        if zone in (QUARANTINE, META) or STATE_KEY in (table.history(limit=1) or [{}])[0]:
             break
         state = state_at(table)
-        if state is None:  # a table without pipelines state (_meta): nothing to carry
+        if state is None:  # a table without pipelines state: nothing to carry
             break
         carried = {**state, **_PER_COMMIT, "run_id": run_id, "workflow": "maintain"}
         with contextlib.suppress(CommitConflict):  # a run committed meanwhile: look again

@@ -20,6 +20,7 @@ JSON object, e.g. an unparseable line, is dropped), or are deleted with ``delete
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -142,7 +143,12 @@ def expire_raw(
 ) -> RawExpiry:
     """Apply ``rule`` to the dataset's raw files landed before ``before`` (see the module docstring)."""
     record_rel = f"{raw_dir(spec.name)}/{EXPIRED}"
-    done: dict[str, dict] = json.loads(storage.read_bytes(record_rel)) if storage.exists(record_rel) else {}
+    done: dict[str, dict] = {}
+    if storage.exists(record_rel):
+        with contextlib.suppress(
+            ValueError
+        ):  # a damaged record only costs re-reading (rewrites are idempotent)
+            done = dict(json.loads(storage.read_bytes(record_rel)))
     partial = set(partial)
     out = RawExpiry()
     for rel in storage.glob(raw_glob(spec.name)):
@@ -186,7 +192,7 @@ def rewrite(data: bytes, name: str, spec: DatasetSpec, rule: Rule) -> bytes:
         return gzip.compress(rewrite(inner, name[:-3], spec, rule), mtime=0)
     if not data.strip():
         return data
-    fmt = spec.format
+    fmt = "parquet" if spec.format == "sql" or name.endswith(".parquet") else spec.format
     if fmt == "csv":
         return _csv(data, spec, rule)
     if fmt == "ndjson":
@@ -195,7 +201,7 @@ def rewrite(data: bytes, name: str, spec: DatasetSpec, rule: Rule) -> bytes:
         return _json(data, spec, rule)
     if fmt == "parquet":
         return _parquet(data, rule)
-    raise _Unreadable(f"format {fmt}")  # sql extracts land as parquet; anything else is emptied
+    raise _Unreadable(f"format {fmt}")
 
 
 def _csv(data: bytes, spec: DatasetSpec, rule: Rule) -> bytes:

@@ -75,3 +75,6 @@ def test_ndjson_json_and_parquet_are_rewritten_in_place():
     frame = pl.read_parquet(io.BytesIO(rewrite(buffer.getvalue(), "f.parquet", spec, _rule(spec))))
     assert frame.get_column("email").to_list() == [pseudonym(KEY, "ada@example.org"), None]
     assert frame.get_column("id").to_list() == [1, 2]
+    spec = _spec("sql", action="null")  # SQL extracts land as Parquet
+    frame = pl.read_parquet(io.BytesIO(rewrite(buffer.getvalue(), "part-00000.parquet", spec, _rule(spec))))
+    assert frame.get_column("email").to_list() == [None, None] and frame.get_column("id").to_list() == [1, 2]
