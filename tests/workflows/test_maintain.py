@@ -81,3 +81,38 @@ def test_retention_refuses_a_bad_as_of():
     result = runner.invoke(app, ["retention", "--as-of", "31/01/2026"])
     assert result.exit_code == 1
     assert "--as-of '31/01/2026' is not a date; write it as YYYY-MM-DD" in result.stderr
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_landing_expiry_and_the_vacuum_window_are_acted_on(tmp_path, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    from pipelines.workflows.ingest import ingest
+    from pipelines.workflows.maintain import maintain
+    from tests.workflows.test_ingest import HEADER
+
+    monkeypatch.setenv("PIPELINES_REGISTRY", str(_registry(tmp_path, [_orders_row()], {"orders": ORDERS})))
+    monkeypatch.setenv("PIPELINES_LANDING_URL", str(tmp_path / "landing"))
+    landing = Storage(str(tmp_path / "landing"))
+    landing.write_atomic(
+        "orders/a.csv", (HEADER + "1,10,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n").encode()
+    )
+    ingest(dataset="orders")
+    landing.write_atomic(
+        "orders/b.csv", (HEADER + "2,10,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n").encode()
+    )
+    monkeypatch.setenv("PIPELINES_LANDING_EXPIRY_DAYS", "3")
+    monkeypatch.setenv("PIPELINES_VACUUM_RETENTION_HOURS", "2")
+    today = datetime.now(UTC).date()
+
+    kept = maintain(as_of=today + timedelta(days=3))  # landed 3 days before: not more than 3
+    assert kept.landing_removed == [] and kept.retention_hours == 2
+    dry = maintain(as_of=today + timedelta(days=4), dry_run=True)
+    assert dry.landing_removed == [landing.uri("orders/a.csv")] and landing.exists("orders/a.csv")
+
+    done = maintain(as_of=today + timedelta(days=4))
+
+    assert done.landing_removed == [landing.uri("orders/a.csv")]
+    assert landing.glob("orders/*") == ["orders/b.csv"]  # never landed: kept
+    assert ingest(dataset="orders").written == 1  # b.csv; a.csv's rows stay in the table
+    assert Lake(Storage(str(tmp_path / "data" / "test"))).read("cleaned", "orders").height == 2
