@@ -20,6 +20,7 @@ JSON object, e.g. an unparseable line, is dropped), or are deleted with ``delete
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import gzip
@@ -28,9 +29,11 @@ import hmac
 import io
 import json
 import re
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import BinaryIO
 
 import polars as pl
 
@@ -45,6 +48,7 @@ PREFIX = "pn:"
 _PSEUDONYM_RE = re.compile(r"^pn:[0-9a-f]{64}$")
 _DAY_RE = re.compile(r"/ingest_date=(\d{4}-\d{2}-\d{2})/")
 _MIN_KEY = 32
+_BLOCK = 1 << 20
 
 
 class RetentionKeyError(PipelinesError):
@@ -141,13 +145,16 @@ class RawExpiry:
 def expire_raw(
     storage: Storage, spec: DatasetSpec, rule: Rule, *, before: date, partial: Iterable[str], dry_run: bool
 ) -> RawExpiry:
-    """Apply ``rule`` to the dataset's raw files landed before ``before`` (see the module docstring)."""
+    """Apply ``rule`` to the dataset's raw files landed before ``before`` (see the module docstring).
+
+    CSV and NDJSON files are streamed (memory stays flat whatever their size); a dry run only lists.
+    """
     record_rel = f"{raw_dir(spec.name)}/{EXPIRED}"
     done: dict[str, dict] = {}
     if storage.exists(record_rel):
         with contextlib.suppress(
             ValueError
-        ):  # a damaged record only costs re-reading (rewrites are idempotent)
+        ):  # a damaged record only costs re-reading: rewrites are idempotent
             done = dict(json.loads(storage.read_bytes(record_rel)))
     partial = set(partial)
     out = RawExpiry()
@@ -161,104 +168,144 @@ def expire_raw(
         if rel in partial:
             out.kept_partial.append(rel)
             continue
-        data = storage.read_bytes(rel)
-        try:
-            new = b"" if rule.action == "delete" else rewrite(data, rel, spec, rule)
-        except _Unreadable:
-            new = b""
-            out.unreadable.append(rel)
         out.expired.append(rel)
-        out.bytes_before += len(data)
-        out.bytes_after += len(new)
-        if not dry_run:
-            storage.write_atomic(rel, new)
-            done[rel] = {"action": rule.action, "columns": list(rule.columns)}
+        out.bytes_before += storage.size(rel)
+        if dry_run:
+            continue
+        written = [0]
+        try:
+            if rule.action == "delete":
+                storage.write_atomic(rel, b"")
+            else:
+                storage.write_atomic(
+                    rel, _counted(_rewritten(lambda r=rel: storage.open(r), rel, spec, rule), written)
+                )
+        except _Unreadable:
+            storage.write_atomic(rel, b"")
+            written[0] = 0
+            out.unreadable.append(rel)
+        out.bytes_after += written[0]
+        done[rel] = {"action": rule.action, "columns": list(rule.columns)}
     if out.expired and not dry_run:
         storage.write_atomic(record_rel, json.dumps(done, sort_keys=True).encode())
     return out
+
+
+def _counted(blocks: Iterator[bytes], total: list[int]) -> Iterator[bytes]:
+    for block in blocks:
+        total[0] += len(block)
+        yield block
 
 
 class _Unreadable(Exception):
     """The bytes cannot be parsed, so the PII in them cannot be found."""
 
 
+# What parsing a damaged file raises (a storage error is not one: it fails the run, nothing changed).
+_PARSE_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error, UnicodeError, csv.Error)
+
+
 def rewrite(data: bytes, name: str, spec: DatasetSpec, rule: Rule) -> bytes:
     """The raw file's bytes with the rule applied to its PII columns (same format, encoding, compression)."""
-    if name.endswith(".gz"):
-        try:
-            inner = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise _Unreadable(str(exc)) from None
-        return gzip.compress(rewrite(inner, name[:-3], spec, rule), mtime=0)
-    if not data.strip():
-        return data
+    return b"".join(_rewritten(lambda: io.BytesIO(data), name, spec, rule))
+
+
+def _rewritten(
+    open_file: Callable[[], BinaryIO], name: str, spec: DatasetSpec, rule: Rule
+) -> Iterator[bytes]:
+    """The rewritten bytes of a raw file, in blocks; raises _Unreadable when they cannot be parsed."""
     fmt = "parquet" if spec.format == "sql" or name.endswith(".parquet") else spec.format
-    if fmt == "csv":
-        return _csv(data, spec, rule)
-    if fmt == "ndjson":
-        return _ndjson(data, rule)
-    if fmt == "json":
-        return _json(data, spec, rule)
-    if fmt == "parquet":
-        return _parquet(data, rule)
-    raise _Unreadable(f"format {fmt}")
+    zipped = name.endswith(".gz")
+    try:
+        with open_file() as handle:
+            binary = gzip.GzipFile(fileobj=handle, mode="rb") if zipped else handle
+            if fmt in ("csv", "ndjson"):
+                blocks = _csv(binary, spec, rule) if fmt == "csv" else _ndjson(binary, rule)
+            else:
+                data = binary.read()
+                if fmt == "json":
+                    blocks = iter([_json(data, spec, rule)] if data.strip() else [data])
+                elif fmt == "parquet":
+                    blocks = iter([_parquet(data, rule)] if data.strip() else [data])
+                else:
+                    raise _Unreadable(f"format {fmt}")
+            if not zipped:
+                yield from blocks
+                return
+            packer = zlib.compressobj(6, zlib.DEFLATED, 31)  # gzip framing
+            for block in blocks:
+                if packed := packer.compress(block):
+                    yield packed
+            yield packer.flush()
+    except _PARSE_ERRORS as exc:
+        raise _Unreadable(f"{type(exc).__name__}: {exc}") from None
 
 
-def _csv(data: bytes, spec: DatasetSpec, rule: Rule) -> bytes:
+def _csv(binary: BinaryIO, spec: DatasetSpec, rule: Rule) -> Iterator[bytes]:
     from pipelines.components.cleaning import SNIFF_BYTES, sniff
 
     source = spec.contract.source
-    sniffed = sniff(data[:SNIFF_BYTES], source.get("encoding", "utf8"))
+    head = binary.read(SNIFF_BYTES)
+    if not head.strip():
+        yield head + binary.read()
+        return
+    sniffed = sniff(head, source.get("encoding", "utf8"))
     if sniffed.problem:
         raise _Unreadable(sniffed.problem)
-    codec = "utf-8" if sniffed.encoding == "utf-8" else sniffed.encoding
-    try:
-        text = data[len(sniffed.bom) :].decode(codec)
-    except (UnicodeError, ValueError) as exc:
-        raise _Unreadable(str(exc)) from None
+    binary.seek(len(sniffed.bom))
+    text = io.TextIOWrapper(binary, encoding=sniffed.encoding, newline="")
+    encoder = codecs.getincrementalencoder(sniffed.encoding)()
     delimiter = str(source.get("delimiter", ","))
     quote = source.get("quote", '"')
-    dialect = {"delimiter": delimiter, "lineterminator": sniffed.newline}
+    dialect = {"delimiter": delimiter}
     dialect |= {"quotechar": str(quote)} if quote else {"quoting": csv.QUOTE_NONE, "escapechar": "\\"}
-    rows = csv.reader(
-        io.StringIO(text, newline=""), **{k: v for k, v in dialect.items() if k != "lineterminator"}
-    )
     out = io.StringIO(newline="")
-    writer = csv.writer(out, **dialect)
+    writer = csv.writer(out, lineterminator=sniffed.newline, **dialect)
     targets: list[int] = []
-    for number, row in enumerate(rows):
+    yield sniffed.bom
+    for number, row in enumerate(csv.reader(text, **dialect)):
         if number == 0:
-            names = [c.strip() for c in row]
-            targets = [i for i, c in enumerate(names) if c in rule.columns]
+            targets = [i for i, c in enumerate(row) if c.strip() in rule.columns]
         else:
             for i in targets:
                 if i < len(row):
                     row[i] = rule.text(row[i])
         writer.writerow(row)
-    return sniffed.bom + out.getvalue().encode(codec)
+        if out.tell() >= _BLOCK:
+            yield encoder.encode(out.getvalue())
+            out.seek(0)
+            out.truncate()
+    yield encoder.encode(out.getvalue(), final=True)
+    text.detach()
 
 
 def _record(obj: dict, rule: Rule) -> dict:
     return {k: (rule.value(v) if k in rule.columns else v) for k, v in obj.items()}
 
 
-def _ndjson(data: bytes, rule: Rule) -> bytes:
-    lines = []
-    for line in data.decode("utf-8", errors="replace").splitlines(keepends=True):
+def _ndjson(binary: BinaryIO, rule: Rule) -> Iterator[bytes]:
+    text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
+    out = io.StringIO()
+    for line in text:
         body = line.rstrip("\r\n")
         end = line[len(body) :]
         if not body.strip():
-            lines.append(line)
-            continue
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            obj = None
-        # A line that is not a JSON object cannot be searched for the PII fields: it goes (blank line).
-        lines.append(
-            (json.dumps(_record(obj, rule), ensure_ascii=False) if isinstance(obj, dict) else "") + end
-        )
-    return "".join(lines).encode("utf-8")
+            out.write(line)
+        else:
+            try:
+                obj = json.loads(body)
+            except ValueError:
+                obj = None
+            # A line that is not a JSON object cannot be searched for the PII fields: it goes (blank line).
+            out.write(
+                (json.dumps(_record(obj, rule), ensure_ascii=False) if isinstance(obj, dict) else "") + end
+            )
+        if out.tell() >= _BLOCK:
+            yield out.getvalue().encode("utf-8")
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode("utf-8")
+    text.detach()
 
 
 def _json(data: bytes, spec: DatasetSpec, rule: Rule) -> bytes:

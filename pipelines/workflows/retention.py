@@ -42,8 +42,10 @@ class DatasetRetention(BaseModel):
     raw_already: int = Field(default=0, description="raw files expired by earlier runs")
     raw_kept_partial: list[str] = Field(default=[], description="old files ingest stopped inside: next run")
     raw_unreadable: list[str] = Field(default=[], description="old files that could not be parsed: emptied")
-    raw_bytes_before: int = 0
-    raw_bytes_after: int = 0
+    raw_bytes_before: int = Field(default=0, description="size of the expired raw files before")
+    raw_bytes_after: int = Field(
+        default=0, description="their size after (0 in a dry run, which reads nothing)"
+    )
     quarantine_rows: int = Field(
         default=0, description="quarantine rows changed or deleted (dry run: would be)"
     )

@@ -78,3 +78,46 @@ def test_ndjson_json_and_parquet_are_rewritten_in_place():
     spec = _spec("sql", action="null")  # SQL extracts land as Parquet
     frame = pl.read_parquet(io.BytesIO(rewrite(buffer.getvalue(), "part-00000.parquet", spec, _rule(spec))))
     assert frame.get_column("email").to_list() == [None, None] and frame.get_column("id").to_list() == [1, 2]
+
+
+def test_expire_raw_streams_old_files_skips_young_and_partial_and_empties_unreadable(tmp_path, monkeypatch):
+    from datetime import date
+
+    from pipelines.components.resources import Storage
+    from pipelines.lake import retention
+    from pipelines.lake.retention import expire_raw
+
+    monkeypatch.setattr(retention, "_BLOCK", 64)  # many blocks per file
+    storage = Storage(str(tmp_path))
+    rows = "".join(f"{i},person{i}@example.org,City {i}\n" for i in range(200))
+    files = {
+        "raw/d/ingest_date=2026-01-01/r-000000-aaa.csv": ("id,email,city\n" + rows).encode(),
+        "raw/d/ingest_date=2026-01-01/r-000001-bbb.csv.gz": b"not gzip at all, person1@example.org",
+        "raw/d/ingest_date=2026-01-01/r-000002-ccc.csv": b"id,email,city\n1,cut@example.org,X\n",
+        "raw/d/ingest_date=2026-01-05/r-000000-ddd.csv": b"id,email,city\n1,young@example.org,Y\n",
+    }
+    for rel, data in files.items():
+        storage.write_atomic(rel, data)
+    spec = _spec("csv")
+    partial = ["raw/d/ingest_date=2026-01-01/r-000002-ccc.csv"]
+
+    dry = expire_raw(storage, spec, _rule(spec), before=date(2026, 1, 5), partial=partial, dry_run=True)
+    assert len(dry.expired) == 2 and {rel: storage.read_bytes(rel) for rel in files} == files
+
+    done = expire_raw(storage, spec, _rule(spec), before=date(2026, 1, 5), partial=partial, dry_run=False)
+
+    assert done.kept_partial == partial and done.unreadable == [
+        "raw/d/ingest_date=2026-01-01/r-000001-bbb.csv.gz"
+    ]
+    rewritten = storage.read_bytes("raw/d/ingest_date=2026-01-01/r-000000-aaa.csv").decode()
+    assert "@example.org" not in rewritten and rewritten.count("\n") == 201 and "199,pn:" in rewritten
+    assert rewritten.splitlines()[5] == f"4,{pseudonym(KEY, 'person4@example.org')},City 4"
+    assert storage.read_bytes("raw/d/ingest_date=2026-01-01/r-000001-bbb.csv.gz") == b""
+    assert storage.read_bytes(partial[0]) == files[partial[0]]
+    assert (
+        storage.read_bytes("raw/d/ingest_date=2026-01-05/r-000000-ddd.csv")
+        == files["raw/d/ingest_date=2026-01-05/r-000000-ddd.csv"]
+    )
+    assert done.bytes_after == len(rewritten.encode())
+    again = expire_raw(storage, spec, _rule(spec), before=date(2026, 1, 5), partial=[], dry_run=False)
+    assert again.already == 2 and again.expired == [partial[0]]  # the partial file, once ingest finished it
