@@ -124,3 +124,29 @@ def test_landing_expiry_removes_only_files_landed_before_the_day_and_unchanged(t
     manifest = json.loads(raw.read_bytes("raw/d/_landed.json"))
     assert landing.uri("d/old.csv") not in manifest and landing.uri("d/young.csv") in manifest
     assert len(raw.glob("raw/d/ingest_date=*/*")) == 3  # raw keeps every copy
+
+
+@pytest.mark.integration
+def test_maintenance_and_raw_expiry_on_s3(s3):
+    from pipelines.components.registry import Contract, DatasetSpec
+    from pipelines.lake.retention import Rule, expire_raw
+
+    storage = Storage(f"{s3.url}/test", s3.options)
+    lake = Lake(storage, retention_hours=0)
+    _table(lake, commits=4)
+    before = lake.read(CLEANED, "d").sort("k")
+
+    report = maintain_table(lake, CLEANED, "d", retention_hours=0, run_id="m", dry_run=False)
+
+    assert (report.files_before, report.files_after) == (4, 1) and report.vacuumed >= 4
+    assert lake.read(CLEANED, "d").sort("k").equals(before)
+    assert lake.state(CLEANED, "d")["watermark"] == "3"
+    with pytest.raises(VersionExpiredError, match="cleaned/d version 1"):
+        lake.table(CLEANED, "d", version=1)
+
+    rel = "raw/p/ingest_date=2026-01-01/r-000000-abc.csv"
+    storage.write_atomic(rel, b"id,email\n1,ada@example.org\n")
+    spec = DatasetSpec(name="p", stage="cleaned", format="csv", pii_columns=("email",), retention_days=1,
+                       retention_action="null", contract=Contract(columns={}))  # fmt: skip
+    done = expire_raw(storage, spec, Rule.of(spec, None), before=date(2026, 1, 2), partial=[], dry_run=False)
+    assert done.expired == [rel] and storage.read_bytes(rel) == b"id,email\n1,\n"
