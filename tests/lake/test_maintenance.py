@@ -13,8 +13,6 @@ from pipelines.lake.maintenance import expire_landing, maintain_table
 from pipelines.lake.raw import RawZone, list_files
 from pipelines.lake.table import VersionExpiredError
 
-pytestmark = pytest.mark.unit
-
 
 def _table(lake: Lake, commits: int = 6):
     """cleaned/d with one merge commit per row, each carrying a state with a growing ledger."""
