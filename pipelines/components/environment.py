@@ -167,7 +167,13 @@ _DESCRIPTIONS = {
     "dask_address": "Scheduler of an existing Dask cluster (tcp://host:8786) that cookbook tasks run on.",
     "workers": "Worker processes of a local Dask cluster started for each cookbook run.",
     "engine": "Where a cookbook's dataset tasks run: in-process one after another, or on Dask.",
+    "vacuum_retention_hours": "Hours a replaced Delta file (and commit log entry) is kept for time travel before "
+    "`pipelines maintain` vacuums it; reading an older version is refused. Whole hours, at least 1.",
+    "landing_expiry_days": "Days after landing that `pipelines maintain` deletes a landing file already copied to "
+    "raw (only files the landing manifest records). Unset: landing files are never deleted.",
 }
+
+DEFAULT_VACUUM_RETENTION_HOURS = 168
 
 _ENV_KEYS = {
     "data_url": "PIPELINES_DATA_URL",
@@ -179,6 +185,8 @@ _ENV_KEYS = {
     "s3_region": "PIPELINES_S3_REGION",
     "dask_address": "PIPELINES_DASK_ADDRESS",
     "workers": "PIPELINES_WORKERS",
+    "vacuum_retention_hours": "PIPELINES_VACUUM_RETENTION_HOURS",
+    "landing_expiry_days": "PIPELINES_LANDING_EXPIRY_DAYS",
 }
 _DASK_ADDRESS_RE = re.compile(r"^(tcp|tls)://[^/:\s]+:\d{1,5}$")
 _MAX_WORKERS = 256
@@ -200,6 +208,8 @@ class Settings:
     s3_region: str | None
     dask_address: str | None = None
     workers: int | None = None
+    vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS
+    landing_expiry_days: int | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -300,6 +310,25 @@ class Settings:
         origins.setdefault("s3_region", "default (unset)")
         dask_address, workers = _engine(lookup, origins)
 
+        vacuum_hours = _whole_number(
+            lookup("vacuum_retention_hours", _ENV_KEYS["vacuum_retention_hours"]),
+            "vacuum_retention_hours",
+            origins,
+            minimum=1,
+            why="a commit being written has files younger than that, which a vacuum would delete",
+        )
+        if vacuum_hours is None:
+            vacuum_hours = DEFAULT_VACUUM_RETENTION_HOURS
+            origins["vacuum_retention_hours"] = f"default ({DEFAULT_VACUUM_RETENTION_HOURS} hours, 7 days)"
+        expiry_days = _whole_number(
+            lookup("landing_expiry_days", _ENV_KEYS["landing_expiry_days"]),
+            "landing_expiry_days",
+            origins,
+            minimum=1,
+            why="unset it to keep landing files forever",
+        )
+        origins.setdefault("landing_expiry_days", "default (unset: landing files are kept)")
+
         return cls(
             namespace=namespace,
             kind=kind_of(namespace),
@@ -313,6 +342,8 @@ class Settings:
             s3_region=region,
             dask_address=dask_address,
             workers=workers,
+            vacuum_retention_hours=vacuum_hours,
+            landing_expiry_days=expiry_days,
             origins=origins,
         )
 
@@ -340,6 +371,7 @@ class Settings:
         for name in _DESCRIPTIONS:
             value = getattr(self, name)
             value = value.value if isinstance(value, Kind) else value
+            value = str(value) if isinstance(value, int) else value
             rows.append(SettingInfo(name, value, self.origins.get(name, ""), _DESCRIPTIONS[name]))
         return rows
 
@@ -382,6 +414,21 @@ def _engine(lookup, origins: dict[str, str]) -> tuple[str | None, int | None]:
     else:
         origins["engine"] = "default (neither PIPELINES_DASK_ADDRESS nor PIPELINES_WORKERS is set)"
     return address, workers
+
+
+def _whole_number(
+    text: str | None, key: str, origins: Mapping[str, str], *, minimum: int, why: str
+) -> int | None:
+    """A whole-number setting (None when unset), or a ConfigError naming the variable, its origin and the fix."""
+    if text is None:
+        return None
+    value = text.strip()
+    if not value.isdigit() or int(value) < minimum:
+        raise ConfigError(
+            f"Invalid {_ENV_KEYS[key]}={text!r} (from {origins[key]}): expected a whole number of at least "
+            f"{minimum} ({why}). Fix the value or unset it for the default."
+        )
+    return int(value)
 
 
 def _normalise_url(url: str, workdir: Path) -> str:

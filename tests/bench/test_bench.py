@@ -41,6 +41,7 @@ EXPECTED = [
     "memory",
     "small_ingest",
     "cold_start",
+    "state_read",
 ]
 
 
