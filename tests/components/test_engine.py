@@ -98,7 +98,7 @@ def test_pipelines_env_shows_the_engine(monkeypatch):
     assert out.exit_code == 0, out.output
     rows = {r["setting"]: r for r in json.loads(out.output)}
     assert rows["engine"]["value"] == "local dask cluster of 2 worker process(es)"
-    assert rows["workers"]["value"] == 2
+    assert str(rows["workers"]["value"]) == "2"
     assert rows["dask_address"]["origin"] == "default (unset)"
 
     monkeypatch.setenv("PIPELINES_DASK_ADDRESS", "tcp://h:8786")
