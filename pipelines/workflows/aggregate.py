@@ -568,16 +568,16 @@ def _markdown(result: AggregateResult) -> str:
 @flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
-    return _aggregate(dataset, full_refresh, _plan, _build_and_commit)
+    return _aggregate(dataset, full_refresh, _plan, _build_and_commit, artifact=True)
 
 
 def aggregate_in_task(dataset: str, full_refresh: bool = False) -> AggregateResult:
-    """The aggregate flow's work inside a caller's task (a cookbook's one task per dataset): same plan,
-    commit and artifact, no flow or task runs of its own."""
-    return _aggregate(dataset, full_refresh, _plan.fn, _build_and_commit.fn)
+    """The aggregate flow's work inside a caller's task (a cookbook's one task per dataset): same plan and
+    commit, no flow or task runs of its own, and no run artifact (the cookbook publishes one summary)."""
+    return _aggregate(dataset, full_refresh, _plan.fn, _build_and_commit.fn, artifact=False)
 
 
-def _aggregate(dataset: str, full_refresh: bool, plan_step, build_step) -> AggregateResult:
+def _aggregate(dataset: str, full_refresh: bool, plan_step, build_step, *, artifact: bool) -> AggregateResult:
     started = time.monotonic()
     settings = get_settings()
     registry = load_registry(settings.registry_path)
@@ -629,6 +629,8 @@ def _aggregate(dataset: str, full_refresh: bool, plan_step, build_step) -> Aggre
         _record_run(lake, result, datetime.now(UTC))
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info("%s: %s, %s (%s)", dataset, result.status, result.mode, result.reason)
+    if not artifact:
+        return result
     create_markdown_artifact(
         key=artifact_key(settings.namespace, "aggregate", dataset),
         markdown=_markdown(result),

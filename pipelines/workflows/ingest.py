@@ -653,18 +653,20 @@ def ingest(
     ``batch_bytes`` bounds how much raw input one batch (one commit) holds; a larger CSV file is
     read in record-aligned chunks of that size.
     """
-    return _ingest(dataset, full_refresh, batch_bytes, _land, _clean_and_commit)
+    return _ingest(dataset, full_refresh, batch_bytes, _land, _clean_and_commit, artifact=True)
 
 
 def ingest_in_task(
     dataset: str, full_refresh: bool = False, batch_bytes: int = batches.DEFAULT_BATCH_BYTES
 ) -> IngestResult:
-    """The ingest flow's work inside a caller's task (a cookbook's one task per dataset): same steps,
-    same commits and artifact, no flow or task runs of its own."""
-    return _ingest(dataset, full_refresh, batch_bytes, _land.fn, _clean_and_commit.fn)
+    """The ingest flow's work inside a caller's task (a cookbook's one task per dataset): same steps and
+    commits, no flow or task runs of its own, and no run artifact (the cookbook publishes one summary)."""
+    return _ingest(dataset, full_refresh, batch_bytes, _land.fn, _clean_and_commit.fn, artifact=False)
 
 
-def _ingest(dataset: str, full_refresh: bool, batch_bytes: int, land, clean_and_commit) -> IngestResult:
+def _ingest(
+    dataset: str, full_refresh: bool, batch_bytes: int, land, clean_and_commit, *, artifact: bool
+) -> IngestResult:
     started = time.monotonic()
     if batch_bytes < 1:
         raise ConfigError(f"batch_bytes must be a positive number of bytes, got {batch_bytes}.")
@@ -693,9 +695,10 @@ def _ingest(dataset: str, full_refresh: bool, batch_bytes: int, land, clean_and_
         result.batches,
         result.watermark_after,
     )
-    create_markdown_artifact(
-        key=artifact_key(settings.namespace, "ingest", dataset),
-        markdown=_markdown(result),
-        description=f"ingest {dataset}",
-    )
+    if artifact:
+        create_markdown_artifact(
+            key=artifact_key(settings.namespace, "ingest", dataset),
+            markdown=_markdown(result),
+            description=f"ingest {dataset}",
+        )
     return result

@@ -80,16 +80,16 @@ def _markdown(result: ShareResult) -> str:
 @flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
 def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
     """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
-    return _run(dataset, mode, full_refresh, _share)
+    return _run(dataset, mode, full_refresh, _share, artifact=True)
 
 
 def share_in_task(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
-    """The share flow's work inside a caller's task (a cookbook's one task per dataset): same transaction
-    and artifact, no flow or task runs of its own."""
-    return _run(dataset, mode, full_refresh, _share.fn)
+    """The share flow's work inside a caller's task (a cookbook's one task per dataset): same transaction,
+    no flow or task runs of its own, and no run artifact (the cookbook publishes one summary)."""
+    return _run(dataset, mode, full_refresh, _share.fn, artifact=False)
 
 
-def _run(dataset: str, mode: str | None, full_refresh: bool, share_step) -> ShareResult:
+def _run(dataset: str, mode: str | None, full_refresh: bool, share_step, *, artifact: bool) -> ShareResult:
     settings = get_settings()
     spec = load_registry(settings.registry_path).get(dataset)
     resolve_mode(spec, mode)  # a bad mode fails before anything is opened
@@ -99,6 +99,8 @@ def _run(dataset: str, mode: str | None, full_refresh: bool, share_step) -> Shar
         result = share_step(spec, lake, warehouse, new_run_id(), settings.namespace, mode, full_refresh)
     finally:
         warehouse.dispose()
+    if not artifact:
+        return result
     create_markdown_artifact(
         key=artifact_key(settings.namespace, "share", dataset),
         markdown=_markdown(result),
