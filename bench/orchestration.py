@@ -124,7 +124,7 @@ def prefect_floor(repeats: int = 5) -> dict[str, float]:
         "empty subflow": empty,
         "subflow + 2 tasks": two_tasks,
         "subflow + 2 tasks + persisted json result + artifact": like_ingest,
-        "task + artifact (the runner's shape per dataset)": task_with_artifact,
+        "task + artifact (bounds the runner's shape per dataset)": task_with_artifact,
     }
     return {name: round(statistics.median(parent(child)), 3) for name, child in shapes.items()}
 
