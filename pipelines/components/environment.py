@@ -164,6 +164,12 @@ _DESCRIPTIONS = {
     "prefect_api_url": "Prefect API; unset means Prefect's ephemeral in-process API (no server).",
     "s3_endpoint_url": "S3 API endpoint for s3:// URLs (unset: AWS's own).",
     "s3_region": "S3 region for s3:// URLs.",
+    "max_runs": "Dataset runs (ingests, backfill windows) at once in this namespace: Prefect global "
+    "concurrency limit pipelines:<namespace>. Per namespace, so research never takes serving's slots.",
+    "max_dataset_runs": "Runs of one dataset that may clean and commit at once: Prefect global concurrency "
+    "limit pipelines:<namespace>:<dataset> (1 serialises them).",
+    "backfill_windows": "Backfill windows processed at once in this namespace: Prefect global concurrency "
+    "limit pipelines:<namespace>:backfill.",
 }
 
 _ENV_KEYS = {
@@ -174,7 +180,13 @@ _ENV_KEYS = {
     "prefect_api_url": "PREFECT_API_URL",
     "s3_endpoint_url": "PIPELINES_S3_ENDPOINT_URL",
     "s3_region": "PIPELINES_S3_REGION",
+    "max_runs": "PIPELINES_MAX_RUNS",
+    "max_dataset_runs": "PIPELINES_MAX_DATASET_RUNS",
+    "backfill_windows": "PIPELINES_BACKFILL_WINDOWS",
 }
+
+# Bounds (Prefect global concurrency limits, see components/limits.py): setting -> default.
+_BOUNDS = {"max_runs": 8, "max_dataset_runs": 1, "backfill_windows": 2}
 
 
 @dataclass(frozen=True)
@@ -191,6 +203,9 @@ class Settings:
     prefect_api_url: str | None
     s3_endpoint_url: str | None
     s3_region: str | None
+    max_runs: int = _BOUNDS["max_runs"]
+    max_dataset_runs: int = _BOUNDS["max_dataset_runs"]
+    backfill_windows: int = _BOUNDS["backfill_windows"]
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -290,6 +305,15 @@ class Settings:
             origins["s3_region"] = "environment AWS_REGION"
         origins.setdefault("s3_region", "default (unset)")
 
+        bounds = {}
+        for key, default in _BOUNDS.items():
+            text = lookup(key, _ENV_KEYS[key])
+            if text is None:
+                bounds[key] = default
+                origins[key] = f"default ({default})"
+            else:
+                bounds[key] = _bound(text, _ENV_KEYS[key], origins[key], default)
+
         return cls(
             namespace=namespace,
             kind=kind_of(namespace),
@@ -301,6 +325,7 @@ class Settings:
             prefect_api_url=api,
             s3_endpoint_url=endpoint,
             s3_region=region,
+            **bounds,
             origins=origins,
         )
 
@@ -319,8 +344,24 @@ class Settings:
         for name in _DESCRIPTIONS:
             value = getattr(self, name)
             value = value.value if isinstance(value, Kind) else value
+            value = str(value) if isinstance(value, int) else value
             rows.append(SettingInfo(name, value, self.origins.get(name, ""), _DESCRIPTIONS[name]))
         return rows
+
+
+def _bound(text: str, env_key: str, origin: str, default: int) -> int:
+    """A concurrency bound: a whole number of at least 1."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"Invalid {env_key} {text!r} (from {origin}): expected a whole number of at least 1, "
+            f"the number of slots of its Prefect concurrency limit. Fix: set {env_key}=N, or unset it "
+            f"for the default {default}."
+        )
+    return value
 
 
 def _normalise_url(url: str, workdir: Path) -> str:

@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from pipelines.components import batches, cleaning, quality
+from pipelines.components import batches, cleaning, limits, quality
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
@@ -667,7 +667,9 @@ def ingest(
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
     landed = _land(spec, settings, storage, state, run_id)
-    result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
+    # one slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md)
+    with limits.slot(settings.namespace, spec.name, settings=settings):
+        result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
     result.skipped_files = landed.skipped
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(
