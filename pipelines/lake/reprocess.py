@@ -127,6 +127,14 @@ def same_quarantine(old: pl.DataFrame, new: pl.DataFrame) -> bool:
     return content(old).equals(content(new))
 
 
+def holds(lake: Lake, dataset: str, good: pl.DataFrame, bad: pl.DataFrame, files: list[str]) -> bool:
+    """Whether the lake already holds exactly this outcome for ``files`` (nothing to commit)."""
+    table = lake.table(CLEANED, dataset)
+    if changed_rows(lake, dataset, table, good).height:
+        return False
+    return same_quarantine(quarantine_rows(lake, dataset, files), bad)
+
+
 @dataclass
 class Outcome:
     """What committing re-cleaned rows of some raw files did."""

@@ -183,6 +183,10 @@ def _window(
         _account(spec, scratch, cleaned.rows_in, good.height, rows_bad, cleaned.collapsed, check.held_back)
         result.rows_in, result.written, result.quarantined = cleaned.rows_in, good.height, rows_bad
         result.duplicates_collapsed, result.held_back = cleaned.collapsed, check.held_back
+        if reprocess.holds(lake, spec.name, good, bad, files):  # a repeated backfill: no commit, no slot
+            result.quarantine_before = bad.height
+            result.finished_at = datetime.now(UTC)
+            return result
         with limits.slot(settings.namespace, spec.name, settings=settings):
             outcome = reprocess.commit(
                 lake,
@@ -312,6 +316,13 @@ def backfill(
         result.duration_seconds = round(time.monotonic() - started, 3)
         return result
 
+    # make the limits exist before the windows race to (each window then finds them made)
+    limits.ensure(
+        {
+            **limits.bounds(settings.namespace, spec.name, settings),
+            **limits.bounds(settings.namespace, None, settings, window=True),
+        }
+    )
     futures = [_window.submit(spec, lake, settings, result.run_id, w, f) for w, f in assigned]
     for done, future in enumerate(futures, start=1):
         window = future.result()
