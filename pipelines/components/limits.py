@@ -17,6 +17,8 @@ the UI is set back to the setting by the next run that uses it.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -141,6 +143,99 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger(__name__)
 
 
+class Reservation:
+    """Slots being acquired (from the moment it is made) and held until the block that made it ends.
+
+    Acquiring, holding and releasing run as one coroutine on Prefect's own event-loop thread (where
+    its API client lives), using :func:`prefect.concurrency.asyncio.concurrency`; the caller's thread
+    is free meanwhile, and :meth:`close` waits until the slots are released.
+    """
+
+    def __init__(self, wanted: dict[str, int], logger) -> None:
+        from prefect._internal.concurrency.api import create_call, from_sync
+
+        self.wanted, self.logger = wanted, logger
+        self.what = ", ".join(f"{name} ({limit} slot(s))" for name, limit in wanted.items())
+        self._got = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._release: asyncio.Event | None = None
+        self._closed = self._held = False
+        self._started = time.monotonic()
+        self._call = from_sync.call_soon_in_loop_thread(create_call(self._hold))
+
+    async def _hold(self) -> None:
+        from prefect.concurrency.asyncio import concurrency
+
+        self._loop, self._release = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            await _ensure(self.wanted)
+            async with concurrency(list(self.wanted), occupy=1):
+                self._held = True
+                self._got.set()
+                if not self._closed:
+                    await self._release.wait()
+        finally:
+            self._got.set()
+
+    def _in_use(self) -> str:
+        """The limits' slots in use right now, e.g. ``pipelines:ns:orders 1/1``."""
+        from prefect import get_client
+
+        async def read() -> str:
+            async with get_client() as client:
+                found = [await client.read_global_concurrency_limit_by_name(n) for n in self.wanted]
+            return ", ".join(f"{c.name} {c.active_slots}/{c.limit}" for c in found)
+
+        try:
+            from prefect._internal.concurrency.api import create_call, from_sync
+
+            return from_sync.call_soon_in_loop_thread(create_call(read)).result(timeout=10)
+        except Exception:  # the notice is best effort: the wait itself goes on
+            return "unknown"
+
+    def wait(self) -> None:
+        """Block until the slots are held; log, once, when that takes a while and what it waits for."""
+        if not self._got.wait(WAIT_NOTICE_SECONDS):
+            self.logger.info(
+                "Waiting for a slot of %s (slots in use: %s). See `prefect global-concurrency-limit ls`; "
+                "the bounds are PIPELINES_MAX_RUNS, PIPELINES_MAX_DATASET_RUNS and PIPELINES_BACKFILL_WINDOWS.",
+                self.what,
+                self._in_use(),
+            )
+            self._got.wait()
+            self.logger.info("Got a slot of %s after %.1f s", self.what, time.monotonic() - self._started)
+        if not self._held:
+            self._call.result()  # raises what went wrong (the API could not be reached, ...)
+            raise RuntimeError(f"No slot of {self.what} was acquired; this is a bug, please report it.")
+
+    def close(self) -> None:
+        """Release the slots (or stop waiting for them) and wait until that is done."""
+        self._closed = True
+        if not self._got.is_set():
+            self._call.cancel()
+        elif self._loop is not None and self._release is not None:
+            self._loop.call_soon_threadsafe(self._release.set)
+        with contextlib.suppress(asyncio.CancelledError, concurrent.futures.CancelledError):
+            self._call.result()
+
+
+@contextlib.contextmanager
+def reserve(
+    namespace: str, dataset: str | None = None, *, window: bool = False, settings: Settings | None = None
+) -> Iterator[Reservation]:
+    """Start acquiring the slots now, do other work, call ``.wait()`` where they are needed; released at the end.
+
+    Ingest lands its files (idempotent, no slot needed) while its slot is being acquired, so the two
+    API calls a slot costs overlap with work it does anyway.
+    """
+    settings = settings or get_settings()
+    reservation = Reservation(bounds(namespace, dataset, settings, window=window), _logger())
+    try:
+        yield reservation
+    finally:
+        reservation.close()
+
+
 @contextlib.contextmanager
 def slot(
     namespace: str, dataset: str | None = None, *, window: bool = False, settings: Settings | None = None
@@ -150,34 +245,6 @@ def slot(
     Every named limit is taken in one request (all or nothing), so two holders never wait on each
     other. A run that has to wait logs, once, which limits it waits for and how to change them.
     """
-    from prefect.concurrency.sync import concurrency
-
-    settings = settings or get_settings()
-    wanted = bounds(namespace, dataset, settings, window=window)
-    ensure(wanted)
-    logger = _logger()
-    what = ", ".join(f"{name} ({limit} slot(s))" for name, limit in wanted.items())
-    acquired = threading.Event()
-
-    def notice() -> None:
-        if not acquired.wait(WAIT_NOTICE_SECONDS):
-            logger.info(
-                "Waiting for a slot of %s: the limit is in use by other runs. See `prefect "
-                "global-concurrency-limit ls`; the bounds are PIPELINES_MAX_RUNS, PIPELINES_MAX_DATASET_RUNS "
-                "and PIPELINES_BACKFILL_WINDOWS.",
-                what,
-            )
-
-    watcher = threading.Thread(target=notice, name="pipelines-slot-wait", daemon=True)
-    watcher.start()
-    started = time.monotonic()
-    try:
-        with concurrency(list(wanted), occupy=1):
-            acquired.set()
-            waited = time.monotonic() - started
-            if waited >= WAIT_NOTICE_SECONDS:
-                logger.info("Got a slot of %s after %.1f s", what, waited)
-            yield
-    finally:
-        acquired.set()
-        watcher.join()
+    with reserve(namespace, dataset, window=window, settings=settings) as reservation:
+        reservation.wait()
+        yield

@@ -667,7 +667,8 @@ def ingest(
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
     landed = _land(spec, settings, storage, state, run_id)
-    # one slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md)
+    # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
+    # runs of one dataset clean and commit one at a time
     with limits.slot(settings.namespace, spec.name, settings=settings):
         result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
     result.skipped_files = landed.skipped

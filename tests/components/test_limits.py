@@ -115,6 +115,7 @@ def test_the_overhead_of_a_slot_is_two_api_calls(monkeypatch):
     """Ensuring the limits is cached per process: a second slot makes no read, only acquire and release."""
     from prefect.client.orchestration import PrefectClient
 
+    monkeypatch.setattr(limits, "WAIT_NOTICE_SECONDS", 600)  # no "waiting" notice (it reads the limits)
     calls = []
     for name in (
         "read_global_concurrency_limit_by_name",
