@@ -161,6 +161,7 @@ class Reservation:
         self._release: asyncio.Event | None = None
         self._closed = self._held = False
         self._started = time.monotonic()
+        self._api = _api_identity()
         self._call = from_sync.call_soon_in_loop_thread(create_call(self._hold))
 
     async def _hold(self) -> None:
@@ -168,7 +169,10 @@ class Reservation:
 
         self._loop, self._release = asyncio.get_running_loop(), asyncio.Event()
         try:
-            await _ensure(self.wanted)
+            missing = ENSURED.missing(self._api, self.wanted)
+            if missing:
+                await _ensure(missing)
+                ENSURED.add(self._api, missing)
             async with concurrency(list(self.wanted), occupy=1):
                 self._held = True
                 self._got.set()
