@@ -1,7 +1,10 @@
 """Backfill from raw by a range of event-time days: contract fixes, idempotency, dry runs, bounded windows."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import date, timedelta
 
 import polars as pl
@@ -186,3 +189,27 @@ def test_backfilling_march_of_the_flights_cookbook_after_a_contract_fix_equals_a
         lake.read("aggregated", "flight_delays_daily").drop("_run_id").sort("day", "carrier", "origin")
     )
     assert_frame_equal(daily, rebuilt_daily.select(daily.columns))
+
+
+@pytest.mark.local  # a subprocess: not unit-fast
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["flihgts", "--from", "2013-03-01", "--to", "2013-03-31"], "error: Unknown dataset 'flihgts'. Did you mean 'flights'?"),
+        (["flights", "--from", "2013-03-31", "--to", "2013-03-01"], "error: The range 2013-03-31..2013-03-01 ends before it starts"),
+    ],
+)  # fmt: skip
+def test_a_bad_range_or_name_is_answered_before_prefect_is_imported(tmp_path, args, message):
+    from tests.test_cli_errors import WRAPPER
+
+    result = subprocess.run(
+        [sys.executable, "-c", WRAPPER, "backfill", *args],
+        env={**os.environ, "PIPELINES_NAMESPACE": "test"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stdout == "imported: []\n"
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
