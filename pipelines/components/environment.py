@@ -170,7 +170,13 @@ _DESCRIPTIONS = {
     "limit pipelines:<namespace>:<dataset> (1 serialises them).",
     "backfill_windows": "Backfill windows processed at once in this namespace: Prefect global concurrency "
     "limit pipelines:<namespace>:backfill.",
+    "vacuum_retention_hours": "Hours a replaced Delta file (and commit log entry) is kept for time travel before "
+    "`pipelines maintain` vacuums it; reading an older version is refused. Whole hours, at least 1.",
+    "landing_expiry_days": "Days after landing that `pipelines maintain` deletes a landing file already copied to "
+    "raw (only files the landing manifest records). Unset: landing files are never deleted.",
 }
+
+DEFAULT_VACUUM_RETENTION_HOURS = 168
 
 _ENV_KEYS = {
     "data_url": "PIPELINES_DATA_URL",
@@ -183,6 +189,8 @@ _ENV_KEYS = {
     "max_runs": "PIPELINES_MAX_RUNS",
     "max_dataset_runs": "PIPELINES_MAX_DATASET_RUNS",
     "backfill_windows": "PIPELINES_BACKFILL_WINDOWS",
+    "vacuum_retention_hours": "PIPELINES_VACUUM_RETENTION_HOURS",
+    "landing_expiry_days": "PIPELINES_LANDING_EXPIRY_DAYS",
 }
 
 # Bounds (Prefect global concurrency limits, see components/limits.py): setting -> default.
@@ -206,6 +214,8 @@ class Settings:
     max_runs: int = _BOUNDS["max_runs"]
     max_dataset_runs: int = _BOUNDS["max_dataset_runs"]
     backfill_windows: int = _BOUNDS["backfill_windows"]
+    vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS
+    landing_expiry_days: int | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -307,12 +317,29 @@ class Settings:
 
         bounds = {}
         for key, default in _BOUNDS.items():
-            text = lookup(key, _ENV_KEYS[key])
-            if text is None:
+            why = f"the slots of its Prefect concurrency limit; default {default}"
+            bounds[key] = _whole_number(lookup(key, _ENV_KEYS[key]), key, origins, minimum=1, why=why)
+            if bounds[key] is None:
                 bounds[key] = default
                 origins[key] = f"default ({default})"
-            else:
-                bounds[key] = _bound(text, _ENV_KEYS[key], origins[key], default)
+        vacuum_hours = _whole_number(
+            lookup("vacuum_retention_hours", _ENV_KEYS["vacuum_retention_hours"]),
+            "vacuum_retention_hours",
+            origins,
+            minimum=1,
+            why="a commit being written has files younger than that, which a vacuum would delete",
+        )
+        if vacuum_hours is None:
+            vacuum_hours = DEFAULT_VACUUM_RETENTION_HOURS
+            origins["vacuum_retention_hours"] = f"default ({DEFAULT_VACUUM_RETENTION_HOURS} hours, 7 days)"
+        expiry_days = _whole_number(
+            lookup("landing_expiry_days", _ENV_KEYS["landing_expiry_days"]),
+            "landing_expiry_days",
+            origins,
+            minimum=1,
+            why="unset it to keep landing files forever",
+        )
+        origins.setdefault("landing_expiry_days", "default (unset: landing files are kept)")
 
         return cls(
             namespace=namespace,
@@ -326,6 +353,8 @@ class Settings:
             s3_endpoint_url=endpoint,
             s3_region=region,
             **bounds,
+            vacuum_retention_hours=vacuum_hours,
+            landing_expiry_days=expiry_days,
             origins=origins,
         )
 
@@ -349,19 +378,19 @@ class Settings:
         return rows
 
 
-def _bound(text: str, env_key: str, origin: str, default: int) -> int:
-    """A concurrency bound: a whole number of at least 1."""
-    try:
-        value = int(text.strip())
-    except ValueError:
-        value = 0
-    if value < 1:
+def _whole_number(
+    text: str | None, key: str, origins: Mapping[str, str], *, minimum: int, why: str
+) -> int | None:
+    """A whole-number setting (None when unset), or a ConfigError naming the variable, its origin and the fix."""
+    if text is None:
+        return None
+    value = text.strip()
+    if not value.isdigit() or int(value) < minimum:
         raise ConfigError(
-            f"Invalid {env_key} {text!r} (from {origin}): expected a whole number of at least 1, "
-            f"the number of slots of its Prefect concurrency limit. Fix: set {env_key}=N, or unset it "
-            f"for the default {default}."
+            f"Invalid {_ENV_KEYS[key]}={text!r} (from {origins[key]}): expected a whole number of at least "
+            f"{minimum} ({why}). Fix the value or unset it for the default."
         )
-    return value
+    return int(value)
 
 
 def _normalise_url(url: str, workdir: Path) -> str:
