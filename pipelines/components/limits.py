@@ -29,7 +29,7 @@ from pipelines.components.environment import Settings, get_settings
 
 PREFIX = "pipelines"
 BACKFILL = "backfill"
-WAIT_NOTICE_SECONDS = 0.5  # a run still waiting after this long logs what it waits for
+WAIT_NOTICE_SECONDS = 2.0  # a run still waiting after this long logs what it waits for
 
 
 def namespace_limit(namespace: str) -> str:
