@@ -152,7 +152,7 @@ def _assign(selection: dict[str, list[str]], windows: list[tuple[str, str]]) -> 
     assigned: list[list[str]] = [[] for _ in windows]
     for file, parts in selection.items():
         first = parts[0]
-        index = next(i for i, (lo, hi) in enumerate(windows) if lo <= first <= hi)
+        index = next((i for i, (lo, hi) in enumerate(windows) if lo <= first <= hi), 0)
         assigned[index].append(file)
     return [sorted(files) for files in assigned]
 

@@ -9,7 +9,8 @@ expectations and committed (a merge where an older row never overwrites a newer 
 the state it reaches: watermark, ledger of consumed raw files and how far into a file a batch got.
 A crash leaves a consistent prefix and the next run, on any machine, continues from there. A full
 dataset's snapshot is replaced in one overwrite commit. A concurrent run's commit makes this run
-re-plan from the new state (optimistic concurrency; see docs/ingestion.md).
+re-plan from the new state (optimistic concurrency; see docs/ingestion.md); runs of one dataset take a slot
+of its Prefect concurrency limit around clean-and-commit, so they rarely race (docs/backfill.md#limits).
 """
 
 from __future__ import annotations

@@ -76,7 +76,8 @@ def test_a_slot_makes_its_limits_active_with_the_configured_bounds_and_holds_one
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_a_run_that_waits_for_a_slot_says_what_it_waits_for(caplog):
+def test_a_run_that_waits_for_a_slot_says_what_it_waits_for(caplog, monkeypatch):
+    monkeypatch.setattr(limits, "WAIT_NOTICE_SECONDS", 0.3)
     settings = get_settings()
     held, release, order = threading.Event(), threading.Event(), []
 
@@ -105,6 +106,7 @@ def test_a_run_that_waits_for_a_slot_says_what_it_waits_for(caplog):
     assert (
         "Waiting for a slot of pipelines:limits-c (8 slot(s)), pipelines:limits-c:orders (1 slot(s))" in text
     )
+    assert "(slots in use: pipelines:limits-c 1/8, pipelines:limits-c:orders 1/1)" in text
     assert "prefect global-concurrency-limit ls" in text and "PIPELINES_MAX_DATASET_RUNS" in text
     assert "Got a slot of" in text
 

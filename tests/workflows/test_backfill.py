@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from datetime import date, timedelta
 
 import polars as pl
@@ -13,6 +14,7 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from pipelines.components import progress
 from pipelines.components.environment import settings_overrides
 from pipelines.workflows.backfill import backfill
 from pipelines.workflows.ingest import ingest
@@ -58,7 +60,10 @@ def orders(env, tmp_path):
 
 def test_a_contract_fix_then_a_backfill_moves_the_fixed_rows_from_quarantine_to_cleaned(orders):
     orders.registry([_orders_row()], {"orders": _contract(100)})  # the range was too tight
-    result = backfill("orders", start="2024-01-01", through="2024-01-02", window_days=1)
+    steps = []
+    with progress.reporting(lambda what, done, total: steps.append((what, done, total))):
+        result = backfill("orders", start="2024-01-01", through="2024-01-02", window_days=1)
+    assert steps == [("orders 2024-01-01..2024-01-01", 1, 2), ("orders 2024-01-02..2024-01-02", 2, 2)]
 
     assert result.status == "completed"
     assert len(result.files) == 2 and len(result.windows) == 2
@@ -122,7 +127,16 @@ def test_a_dataset_without_event_time_partitions_is_refused_with_the_alternative
     assert "pipelines ingest orders --full-refresh" in " ".join(out.stderr.split())
 
 
-def test_twenty_windows_with_a_bound_of_two_never_run_more_than_two_at_once(env):
+def test_twenty_windows_with_a_bound_of_two_never_run_more_than_two_at_once(env, monkeypatch):
+    from pipelines.lake import reprocess
+
+    holds = reprocess.holds
+
+    def slow_holds(*args):  # each window works a while, so windows that can overlap do
+        time.sleep(0.3)
+        return holds(*args)
+
+    monkeypatch.setattr(reprocess, "holds", slow_holds)
     first = date(2024, 1, 1)
     for n in range(20):
         day = (first + timedelta(days=n)).isoformat()
