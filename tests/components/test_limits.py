@@ -139,3 +139,21 @@ def test_the_overhead_of_a_slot_is_two_api_calls(monkeypatch):
         pass
     assert first.count("read_global_concurrency_limit_by_name") == 2
     assert calls == ["increment_concurrency_slots", "release_concurrency_slots"]
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_research_namespace_with_every_slot_taken_does_not_hold_serving_back(monkeypatch):
+    monkeypatch.setenv("PIPELINES_MAX_RUNS", "1")
+    settings = get_settings()
+    served = threading.Event()
+
+    def serving_run():
+        with limits.slot("serving", "flights", settings=settings):
+            served.set()
+
+    with limits.slot("research-burst", "flights", settings=settings):  # research's only slot, taken
+        thread = threading.Thread(target=serving_run)
+        thread.start()
+        assert served.wait(120)  # serving got its own slot while research's stays taken
+        assert _limits()["pipelines:research-burst"][2] == 1
+    thread.join(60)
