@@ -157,3 +157,26 @@ def test_a_research_namespace_with_every_slot_taken_does_not_hold_serving_back(m
         assert served.wait(120)  # serving got its own slot while research's stays taken
         assert _limits()["pipelines:research-burst"][2] == 1
     thread.join(60)
+
+
+def test_limits_live_on_a_real_server_and_prefect_s_cli_lists_them(prefect_server):
+    import subprocess
+
+    from tests.conftest import _prefect_executable
+
+    settings = get_settings()
+    with prefect_server.settings():
+        with limits.slot("limits-server", "orders", settings=settings):
+            inside = _limits()
+        after = _limits()
+    assert inside["pipelines:limits-server:orders"] == (1, True, 1)
+    assert after["pipelines:limits-server:orders"] == (1, True, 0)
+    listed = subprocess.run(
+        [_prefect_executable(), "global-concurrency-limit", "ls"],
+        env={**prefect_server.env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "pipelines:limits-server:orders" in listed.stdout and "pipelines:limits-server" in listed.stdout
