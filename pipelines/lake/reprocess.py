@@ -167,7 +167,8 @@ def commit(
     later raw file, so the outcome does not depend on which window commits first and equals what a
     rebuild from every raw file gives. Nothing that already holds is written again: a repeated
     backfill makes no commit. The cleaned commit carries the table's state unchanged (watermark,
-    ledger of raw files) with the partitions it touched, for the downstream aggregates.
+    ledger of raw files, when data last arrived) with the partitions it touched, for the downstream
+    aggregates, and when it was backfilled.
     """
     outcome = Outcome()
     spans = [quarantine.Span(f) for f in files]
@@ -189,11 +190,13 @@ def commit(
         if not changed.height:
             outcome.version = table.version() if table is not None else None
             return outcome
+        # "at" stays when the newest data arrived (freshness): reprocessing old files brings nothing new
         new_state = {
             **state,
             "run_id": run_id,
-            "at": now.isoformat(),
+            "at": state.get("at") or now.isoformat(),
             "touched_partitions": outcome.touched_partitions,
+            "backfilled_at": now.isoformat(),
         }
         try:
             table = lake.merge(
