@@ -81,24 +81,31 @@ def test_a_run_that_waits_for_a_slot_says_what_it_waits_for(caplog, monkeypatch)
     settings = get_settings()
     held, release, order = threading.Event(), threading.Event(), []
 
+    class ReleaseOnNotice(logging.Handler):  # the holder lets go once the waiting run has said so
+        def emit(self, record):
+            if record.getMessage().startswith("Waiting for a slot"):
+                release.set()
+
     def holder():
         with limits.slot("limits-c", "orders", settings=settings):
             order.append("first in")
             held.set()
-            release.wait(30)
+            release.wait(120)
             order.append("first out")
 
+    notice, logger = ReleaseOnNotice(), logging.getLogger(limits.__name__)
+    logger.addHandler(notice)
     thread = threading.Thread(target=holder)
     thread.start()
     try:
         assert held.wait(60)
-        threading.Timer(2 * limits.WAIT_NOTICE_SECONDS, release.set).start()
         with (
             caplog.at_level(logging.INFO, logger=limits.__name__),
             limits.slot("limits-c", "orders", settings=settings),
         ):
             order.append("second in")
     finally:
+        logger.removeHandler(notice)
         release.set()
         thread.join(60)
     assert order == ["first in", "first out", "second in"]  # the dataset's bound of 1 serialised them
