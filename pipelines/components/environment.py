@@ -167,6 +167,12 @@ _DESCRIPTIONS = {
     "dask_address": "Scheduler of an existing Dask cluster (tcp://host:8786) that cookbook tasks run on.",
     "workers": "Worker processes of a local Dask cluster started for each cookbook run.",
     "engine": "Where a cookbook's dataset tasks run: in-process one after another, or on Dask.",
+    "max_runs": "Dataset runs (ingests, backfill windows) at once in this namespace: Prefect global "
+    "concurrency limit pipelines:<namespace>. Per namespace, so research never takes serving's slots.",
+    "max_dataset_runs": "Runs of one dataset that may clean and commit at once: Prefect global concurrency "
+    "limit pipelines:<namespace>:<dataset> (1 serialises them).",
+    "backfill_windows": "Backfill windows processed at once in this namespace: Prefect global concurrency "
+    "limit pipelines:<namespace>:backfill.",
     "vacuum_retention_hours": "Hours a replaced Delta file (and commit log entry) is kept for time travel before "
     "`pipelines maintain` vacuums it; reading an older version is refused. Whole hours, at least 1.",
     "landing_expiry_days": "Days after landing that `pipelines maintain` deletes a landing file already copied to "
@@ -185,11 +191,17 @@ _ENV_KEYS = {
     "s3_region": "PIPELINES_S3_REGION",
     "dask_address": "PIPELINES_DASK_ADDRESS",
     "workers": "PIPELINES_WORKERS",
+    "max_runs": "PIPELINES_MAX_RUNS",
+    "max_dataset_runs": "PIPELINES_MAX_DATASET_RUNS",
+    "backfill_windows": "PIPELINES_BACKFILL_WINDOWS",
     "vacuum_retention_hours": "PIPELINES_VACUUM_RETENTION_HOURS",
     "landing_expiry_days": "PIPELINES_LANDING_EXPIRY_DAYS",
 }
 _DASK_ADDRESS_RE = re.compile(r"^(tcp|tls)://[^/:\s]+:\d{1,5}$")
 _MAX_WORKERS = 256
+
+# Bounds (Prefect global concurrency limits, see components/limits.py): setting -> default.
+_BOUNDS = {"max_runs": 8, "max_dataset_runs": 1, "backfill_windows": 2}
 
 
 @dataclass(frozen=True)
@@ -208,6 +220,9 @@ class Settings:
     s3_region: str | None
     dask_address: str | None = None
     workers: int | None = None
+    max_runs: int = _BOUNDS["max_runs"]
+    max_dataset_runs: int = _BOUNDS["max_dataset_runs"]
+    backfill_windows: int = _BOUNDS["backfill_windows"]
     vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS
     landing_expiry_days: int | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -310,6 +325,13 @@ class Settings:
         origins.setdefault("s3_region", "default (unset)")
         dask_address, workers = _engine(lookup, origins)
 
+        bounds = {}
+        for key, default in _BOUNDS.items():
+            why = f"the slots of its Prefect concurrency limit; default {default}"
+            bounds[key] = _whole_number(lookup(key, _ENV_KEYS[key]), key, origins, minimum=1, why=why)
+            if bounds[key] is None:
+                bounds[key] = default
+                origins[key] = f"default ({default})"
         vacuum_hours = _whole_number(
             lookup("vacuum_retention_hours", _ENV_KEYS["vacuum_retention_hours"]),
             "vacuum_retention_hours",
@@ -342,6 +364,7 @@ class Settings:
             s3_region=region,
             dask_address=dask_address,
             workers=workers,
+            **bounds,
             vacuum_retention_hours=vacuum_hours,
             landing_expiry_days=expiry_days,
             origins=origins,

@@ -40,6 +40,7 @@ EXPECTED = [
     "peer",
     "memory",
     "small_ingest",
+    "slot",
     "cold_start",
     "state_read",
 ]
