@@ -190,7 +190,7 @@ def without_records(data: bytes, rel: str, spec: DatasetSpec, lines: list[int]) 
     compressed = rel.endswith(".gz")
     body = gzip.decompress(data) if compressed else data
     if spec.format in ("csv", "ndjson"):
-        out = _without_lines(body, rel, spec, drop)
+        out = _without_lines(body, rel.removesuffix(".gz"), spec, drop)
     elif spec.format == "json":
         out = _without_json_records(body, spec, drop)
     else:

@@ -524,6 +524,8 @@ def _explain(exc: BaseException, spec: DatasetSpec, qualified: str, mode: str) -
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else name
     diag = getattr(orig, "diag", None)
     where = f" ({diag.context.strip().splitlines()[0]})" if diag is not None and diag.context else ""
+    if spec.pii_columns and where:  # COPY's context quotes the row's values
+        where = " (the row's values are not shown: the dataset has PII columns)"
     unchanged = "Nothing was loaded; the table and the share state are unchanged."
     if name == "CardinalityViolation":
         return ShareError(
@@ -810,6 +812,10 @@ def _record_failure(
 ) -> None:
     """A 'failed' ledger row in its own transaction; the original error is what the caller sees."""
     message = f"{type(exc).__name__}: {exc}"[:4000]
+    if spec.pii_columns:  # a database error's detail can quote the row (Key (email)=(...))
+        message = "\n".join(
+            line for line in message.splitlines() if not line.startswith(("DETAIL", "CONTEXT"))
+        )
     try:
         with warehouse.begin(write=True) as conn:
             _record_load(

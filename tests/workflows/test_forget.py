@@ -232,15 +232,19 @@ def captured():
         handler.lines.append(record.getMessage())
         return record
 
-    logger = logging.getLogger("prefect.flow_runs")
-    level = logger.level
-    logger.setLevel(logging.INFO)
+    loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    original = logging.Logger.isEnabledFor
+
+    def enabled(self, level):  # INFO and up from the run loggers, whatever Prefect's logging setup says
+        return level >= logging.INFO if self in loggers else original(self, level)
+
     logging.setLogRecordFactory(factory)
+    logging.Logger.isEnabledFor = enabled
     try:
         yield handler
     finally:
         logging.setLogRecordFactory(previous)
-        logger.setLevel(level)
+        logging.Logger.isEnabledFor = original
 
 
 def _others(frame: pl.DataFrame, column: str) -> pl.DataFrame:
@@ -326,7 +330,9 @@ def test_forget_leaves_no_trace_and_changes_nothing_else(tmp_path, monkeypatch, 
         params = db.execute("SELECT parameters FROM flow_run").fetchall()
     assert not any(n in m for (m,) in logs for n in needles)
     assert params and not any(n in p for (p,) in params for n in needles)
-    assert not any(n in line for line in captured.lines for n in needles)
+    assert captured.lines and not any(n in line for line in captured.lines for n in needles), len(
+        captured.lines
+    )
 
     # the ledger holds no personal data, and a second forget is a no-op
     status = runner.invoke(app, ["forget", "--status", result["request_id"]])
@@ -354,3 +360,64 @@ def test_status_of_an_unknown_request_says_where_it_looked(tmp_path, monkeypatch
     result = CliRunner().invoke(app, ["forget", "--status", "er-nothing"])
     assert result.exit_code == 1
     assert "No erasure request 'er-nothing' in namespace 'test'" in result.output
+
+
+PEOPLE = """\
+columns:
+  person_id: {type: int64, nullable: false}
+  email:     {type: string}
+  age:       {type: int64}
+expectations:
+  - expect_column_values_to_match_regex: {column: email, regex: "^[a-z]+@example[.]org$", mostly: 0.99}
+"""
+
+
+def test_a_pii_value_in_a_failing_row_reaches_no_log_artifact_error_or_reason(
+    tmp_path, monkeypatch, captured
+):
+    from prefect.logging.handlers import APILogHandler
+
+    from pipelines.components.quality import ValidationFailedError
+
+    folder = tmp_path / "registry"
+    (folder / "contracts").mkdir(parents=True)
+    (folder / "datasets.csv").write_text(
+        "name,stage,source,format,primary_key,ingestion_style,pii_columns,subject_key,quality_policy\n"
+        "people,cleaned,people/*.csv,csv,person_id,incremental,email|age,email,quarantine\n"
+    )
+    (folder / "contracts" / "people.yaml").write_text(PEOPLE)
+    monkeypatch.setenv("PIPELINES_REGISTRY", str(folder / "datasets.csv"))
+    monkeypatch.setenv("PIPELINES_LANDING_URL", str(tmp_path / "landing"))
+    secret_email, secret_age = "Zed.Hidden@Elsewhere.net", "seventy-seven-zq"
+    Storage(str(tmp_path / "landing")).write_atomic(
+        "people/p.csv",
+        f"person_id,email,age\n1,amy@example.org,30\n2,{secret_email},40\n3,bob@example.org,{secret_age}\n".encode(),
+    )
+    with pytest.raises(ValidationFailedError) as failure:
+        ingest("people")
+    message = str(failure.value)
+    assert "expect_column_values_to_match_regex(column=email" in message
+    assert secret_email not in message and "(not shown: PII)" in message
+
+    lake = Lake(Storage(str(tmp_path / "data" / "test")))
+    reasons = sorted(lake.read("quarantine", "people").get_column("reason").to_list())
+    assert reasons == [
+        "age: the value (not shown: a PII column) is not a valid int64",
+        "expect_column_values_to_match_regex(column=email, regex=^[a-z]+@example[.]org$, mostly=0.99): "
+        "email = (not shown: PII)",
+    ]
+    validations = lake.read("_meta", "validations")
+    assert validations.height and secret_email not in str(validations.rows())
+
+    APILogHandler.flush()
+    needles = [secret_email, secret_age]
+    with sqlite3.connect(_prefect_db()) as db:
+        artifacts = db.execute("SELECT data, description FROM artifact").fetchall()
+        logs = db.execute("SELECT message FROM log").fetchall()
+    assert any("match_regex" in str(a) for a in artifacts)
+    assert not any(n in str(row) for row in artifacts + logs for n in needles)
+    assert _text_hits(_prefect_db().read_bytes(), needles) == []
+    assert any("match_regex" in line for line in captured.lines), captured.lines[-5:]
+    assert captured.lines and not any(n in line for line in captured.lines for n in needles), len(
+        captured.lines
+    )
