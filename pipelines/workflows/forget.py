@@ -156,6 +156,7 @@ def forget(
                 "rows": outcome.rows,
                 "tables": previous.get("tables", []) + outcome.tables,
             }
+            entry["rows_removed"] = result.rows
             ledger.save_request(lake, entry)
         return outcome
 
@@ -200,17 +201,19 @@ def forget(
             if dry_run:
                 result.recomputed[spec.name] = ["(partitions the subject's rows fed)"]
                 continue
-            if not steps.get(f"aggregate:{spec.name}", {}).get("done"):
+            name = f"aggregate:{spec.name}"
+            if not steps.get(name, {}).get("done"):
                 from pipelines.workflows.aggregate import aggregate
 
                 built = aggregate(dataset=spec.name)
-                result.recomputed[spec.name] = built.partitions_recomputed
-                steps[f"aggregate:{spec.name}"] = {
+                steps[name] = {
                     "done": True,
                     "rows": 0,
+                    "partitions": built.partitions_recomputed,
                     "tables": [f"{AGGREGATED}/{spec.name}"],
                 }
                 ledger.save_request(lake, entry)
+            result.recomputed[spec.name] = steps[name].get("partitions", [])
         for spec in specs:
             if spec.stage == "aggregated":
                 step(
@@ -279,6 +282,7 @@ def _warehouse(
                         spec, warehouse, spec.subject_key, values, run_id=run_id
                     )
                 _add(result, spec.name, "warehouse", deleted)
+                entry["rows_removed"] = result.rows
             if not dry_run:
                 sharing.share_dataset(
                     spec,

@@ -15,8 +15,10 @@ from polars.testing import assert_frame_equal
 from typer.testing import CliRunner
 
 from pipelines.cli import app
+from pipelines.components import sharing
 from pipelines.components.environment import get_settings
 from pipelines.components.resources import Lake, Storage, Warehouse
+from pipelines.lake.erasure import read_request
 from pipelines.workflows.aggregate import aggregate
 from pipelines.workflows.ingest import ingest
 from pipelines.workflows.share import share
@@ -283,10 +285,24 @@ def test_forget_leaves_no_trace_and_changes_nothing_else(tmp_path, monkeypatch, 
         env.lake.read("cleaned", "orders").filter(pl.col("buyer_email") == EMAIL).height == 2
     )  # nothing written
 
-    done = runner.invoke(app, ["forget", EMAIL])
+    # interrupted (the warehouse is unreachable while sharing): the ledger says how far it got
+    def unreachable(*args, **kwargs):
+        raise RuntimeError("warehouse down")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sharing, "share_dataset", unreachable)
+        stopped = runner.invoke(app, ["forget", EMAIL])
+    assert stopped.exit_code != 0
+    request_id = counts["request_id"]
+    entry = read_request(env.lake, request_id)
+    assert entry["status"] == "failed" and entry["error"] == "RuntimeError (see the flow run's logs)"
+    assert entry["steps"]["cleaned:orders"]["done"] and "vacuum" not in entry["steps"]
+    assert entry["rows_removed"]["orders"]["cleaned"] == 2
+
+    done = runner.invoke(app, ["forget", EMAIL])  # resumes: finished steps are skipped
     assert done.exit_code == 0, done.output
     result = json.loads(done.output)
-    assert result["status"] == "completed"
+    assert result["status"] == "completed" and result["request_id"] == request_id
     assert result["rows"]["orders"]["cleaned"] == 2 and result["rows"]["orders"]["raw"] == 3
     assert result["rows"]["spend"]["aggregated"] == 0  # the rebuild from orders already dropped it
     assert result["recomputed"]["daily_orders"] == ["2024-01-01", "2024-01-03"]
