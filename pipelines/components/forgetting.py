@@ -113,9 +113,8 @@ def keyed(
             lake, zone, spec.name, spec.subject_key, subject.matching
         )
         if dry_run or not values:
-            return StepOutcome(
-                rows=lake_erasure.count_rows(lake, zone, spec.name, table, spec.subject_key, values)
-            )
+            rows, partitions = lake_erasure.count_rows(lake, zone, spec.name, table, spec.subject_key, values)
+            return StepOutcome(rows=rows, partitions=partitions if dry_run else [])
         try:
             rows, touched = lake_erasure.erase_keyed(
                 lake, zone, spec.name, table, spec.subject_key, values, run_id=run_id, request_id=request_id

@@ -81,11 +81,18 @@ def _key(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String).str.strip_chars()
 
 
-def count_rows(lake: Lake, zone: str, name: str, table, column: str, values: set[str]) -> int:
+def count_rows(
+    lake: Lake, zone: str, name: str, table, column: str, values: set[str]
+) -> tuple[int, list[str]]:
+    """(rows whose ``column`` is one of ``values``, the partitions holding them)."""
     if table is None or not values:
-        return 0
-    scan = lake.scan(zone, name, table=table)
-    return int(scan.filter(_key(column).is_in(sorted(values))).select(pl.len()).collect().item())
+        return 0, []
+    hits = lake.scan(zone, name, table=table).filter(_key(column).is_in(sorted(values)))
+    rows = int(hits.select(pl.len()).collect().item())
+    if PARTITION not in table.metadata().partition_columns:
+        return rows, ["all"] if rows else []
+    partitions = hits.select(pl.col(PARTITION).unique()).collect().to_series().drop_nulls().to_list()
+    return rows, sorted(partitions)
 
 
 def erase_keyed(

@@ -162,6 +162,7 @@ def forget(
 
     try:
         changed: set[str] = set()
+        touched: dict[str, list[str]] = {}  # dataset -> partitions holding the subject's rows (dry run)
         for spec in specs:
             if spec.stage != "cleaned":
                 continue
@@ -184,6 +185,7 @@ def forget(
             )
             if cleaned is not None and cleaned.rows:
                 changed.add(spec.name)
+                touched[spec.name] = cleaned.partitions
             step(
                 f"quarantine:{spec.name}",
                 lambda s=spec, lines=lines: forgetting.quarantine(lake, s, subject, lines, dry_run=dry_run),
@@ -199,7 +201,9 @@ def forget(
             if not lake.exists(AGGREGATED, spec.name):
                 continue
             if dry_run:
-                result.recomputed[spec.name] = ["(partitions the subject's rows fed)"]
+                fed = {p for name in spec.inputs for p in touched.get(name, [])}
+                result.recomputed[spec.name] = sorted(fed) if spec.partition_field else ["all"]
+                touched[spec.name] = result.recomputed[spec.name]
                 continue
             name = f"aggregate:{spec.name}"
             if not steps.get(name, {}).get("done"):

@@ -280,24 +280,26 @@ def test_forget_leaves_no_trace_and_changes_nothing_else(tmp_path, monkeypatch, 
     assert counts["rows"]["customers"] == {"raw": 1, "cleaned": 1, "quarantine": 0, "warehouse": 1}
     assert counts["rows"]["tickets"] == {"raw": 2, "cleaned": 1, "quarantine": 1, "warehouse": 1}
     assert counts["rows"]["spend"]["aggregated"] == 1
+    assert counts["recomputed"] == {"daily_orders": ["2024-01-01", "2024-01-03"], "spend": ["all"]}
     assert EMAIL not in dry.output and NAME not in dry.output
     assert (
         env.lake.read("cleaned", "orders").filter(pl.col("buyer_email") == EMAIL).height == 2
     )  # nothing written
 
-    # interrupted (the warehouse is unreachable while sharing): the ledger says how far it got
-    def unreachable(*args, **kwargs):
-        raise RuntimeError("warehouse down")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(sharing, "share_dataset", unreachable)
-        stopped = runner.invoke(app, ["forget", EMAIL])
-    assert stopped.exit_code != 0
     request_id = counts["request_id"]
-    entry = read_request(env.lake, request_id)
-    assert entry["status"] == "failed" and entry["error"] == "RuntimeError (see the flow run's logs)"
-    assert entry["steps"]["cleaned:orders"]["done"] and "vacuum" not in entry["steps"]
-    assert entry["rows_removed"]["orders"]["cleaned"] == 2
+    if dialect == "sqlite":  # the ledger and resuming do not depend on the warehouse: checked once
+        # interrupted (the warehouse is unreachable while sharing): the ledger says how far it got
+        def unreachable(*args, **kwargs):
+            raise RuntimeError("warehouse down")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(sharing, "share_dataset", unreachable)
+            stopped = runner.invoke(app, ["forget", EMAIL])
+        assert stopped.exit_code != 0
+        entry = read_request(env.lake, request_id)
+        assert entry["status"] == "failed" and entry["error"] == "RuntimeError (see the flow run's logs)"
+        assert entry["steps"]["cleaned:orders"]["done"] and "vacuum" not in entry["steps"]
+        assert entry["rows_removed"]["orders"]["cleaned"] == 2
 
     done = runner.invoke(app, ["forget", EMAIL])  # resumes: finished steps are skipped
     assert done.exit_code == 0, done.output
@@ -361,6 +363,8 @@ def test_forget_leaves_no_trace_and_changes_nothing_else(tmp_path, monkeypatch, 
     assert json.loads(again.output)["status"] == "already_completed"
     assert {n: env.lake.table("cleaned", n).version() for n in keys} == versions
 
+    if dialect != "sqlite":
+        return
     # re-ingesting (the landed files are still there) and reprocessing raw bring nothing back
     assert ingest("orders").written == 0
     for name in ("orders", "tickets"):
