@@ -640,7 +640,7 @@ def forget_command(
         _check_dataset(name)
     import getpass
 
-    from pipelines.components.erasure import load_salt, subject_hash
+    from pipelines.components.erasure import load_salt, pseudonym_hash, subject_hash
     from pipelines.components.resources import Storage
     from pipelines.components.secrets import register_redaction
 
@@ -648,12 +648,18 @@ def forget_command(
     with _user_errors():
         settings = get_settings()
         storage = Storage.from_settings(settings.namespace_url, settings)
-        hashed = subject_hash(load_salt(settings.namespace, storage), subject_id)
+        salt = load_salt(settings.namespace, storage)
+        hashed = subject_hash(salt, subject_id)
+        pseudonymised = pseudonym_hash(salt, subject_id)
         from pipelines.workflows.forget import forget
 
         _start_local_api()
         result = forget(
-            subject_hash=hashed, datasets=dataset or None, dry_run=dry_run, requested_by=getpass.getuser()
+            subject_hash=hashed,
+            datasets=dataset or None,
+            dry_run=dry_run,
+            requested_by=getpass.getuser(),
+            pseudonym_hash=pseudonymised,
         )
     _print_json(to_jsonable(result))
 

@@ -34,7 +34,7 @@ from pipelines.components.registry import DatasetSpec
 SALT_SECRET = "PIPELINES_ERASURE_SALT"
 LOCAL_SALT_FILE = "_meta/erasure.salt"
 _SEPARATORS = (",", ";", "\t", "|")
-_PIECES = re.compile(r"[,;|\t\"'{}\[\]:=()<>\n\r]+")
+_PIECES = re.compile(r"[,;|\t\"'{}\[\]=()<>\n\r]+")
 
 
 def normalise(value: Any) -> str:
@@ -70,24 +70,44 @@ def load_salt(namespace: str, storage) -> str:
     return salt
 
 
+def pseudonym_hash(salt: str, subject_id: str) -> str | None:
+    """The keyed hash of the pseudonym retention gives the identifier (None without the retention key),
+    so rows whose ``subject_key`` retention already pseudonymised are found too (docs/lifecycle.md)."""
+    from pipelines.components.secrets import find_secret
+    from pipelines.lake.retention import PSEUDONYM_KEY, pseudonym
+
+    key = find_secret(PSEUDONYM_KEY)
+    if key is None:
+        return None
+    return subject_hash(salt, pseudonym(key.reveal().encode("utf-8"), normalise(subject_id)))
+
+
+def _check_hash(value: str) -> None:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ConfigError(
+            f"{value[:80]!r} is not a subject hash (64 lower-case hex digits, as `pipelines forget` "
+            "computes from the identifier); pass the hash, never the identifier, to the forget flow."
+        )
+
+
 @dataclass
 class Subject:
-    """One subject, by hash; :meth:`matching` finds the values among many that are theirs."""
+    """One subject, by hash (and the hash of their retention pseudonym, if any); :meth:`matching` finds
+    the values among many that are theirs."""
 
     hash: str
     salt: str = field(repr=False)
+    also: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if len(self.hash) != 64 or any(c not in "0123456789abcdef" for c in self.hash):
-            raise ConfigError(
-                f"{self.hash[:80]!r} is not a subject hash (64 lower-case hex digits, as `pipelines forget` "
-                "computes from the identifier); pass the hash, never the identifier, to the forget flow."
-            )
+        for value in (self.hash, *self.also):
+            _check_hash(value)
 
     def matches(self, value: Any) -> bool:
         if value is None:
             return False
-        return hmac.compare_digest(subject_hash(self.salt, value), self.hash)
+        found = subject_hash(self.salt, value)
+        return any(hmac.compare_digest(found, h) for h in (self.hash, *self.also))
 
     def matching(self, values: Iterable[Any]) -> set[str]:
         """The distinct values (as text) that are this subject's identifier."""

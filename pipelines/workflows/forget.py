@@ -40,6 +40,9 @@ class ForgetResult(BaseModel):
     request_id: str
     namespace: str
     subject_hash: str = Field(description="keyed hash of the subject's identifier (never the identifier)")
+    pseudonym_hash: str | None = Field(
+        default=None, description="keyed hash of the subject's retention pseudonym, when one was given"
+    )
     dry_run: bool
     status: str = Field(
         description="completed, already_completed (a finished request: nothing done) or dry_run"
@@ -99,14 +102,20 @@ def forget(
     datasets: list[str] | None = None,
     dry_run: bool = False,
     requested_by: str | None = None,
+    pseudonym_hash: str | None = None,
 ) -> ForgetResult:
-    """Forget a data subject (given as the keyed hash `pipelines forget` computes) in every zone and the warehouse."""
+    """Forget a data subject (given as the keyed hash `pipelines forget` computes) in every zone and the warehouse.
+
+    ``pseudonym_hash``: the keyed hash of the pseudonym retention gives the identifier, so raw and
+    quarantine values that retention already pseudonymised are found too (the command computes it).
+    """
     started = time.monotonic()
     logger = get_run_logger()
     settings = get_settings()
     registry = load_registry(settings.registry_path)
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
-    subject = Subject(subject_hash, load_salt(settings.namespace, lake.storage))
+    also = (pseudonym_hash,) if pseudonym_hash else ()
+    subject = Subject(subject_hash, load_salt(settings.namespace, lake.storage), also)
     specs = forgetting.in_scope(registry, datasets)
     names = [s.name for s in specs]
     request_id = request_id_for(subject_hash, names)
@@ -114,6 +123,7 @@ def forget(
         request_id=request_id,
         namespace=settings.namespace,
         subject_hash=subject_hash,
+        pseudonym_hash=pseudonym_hash,
         dry_run=dry_run,
         status="dry_run" if dry_run else "completed",
         datasets=names,

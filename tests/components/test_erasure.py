@@ -90,3 +90,18 @@ def test_the_salt_is_required_outside_the_local_namespace(tmp_path, monkeypatch)
     assert load_salt("local", storage) == first and len(first) == 64
     monkeypatch.setenv("PIPELINES_ERASURE_SALT", "from-the-environment")
     assert load_salt("serving", storage) == "from-the-environment"
+
+
+def test_a_value_retention_already_pseudonymised_is_still_the_subjects(monkeypatch):
+    from pipelines.components.erasure import pseudonym_hash
+    from pipelines.lake.retention import pseudonym
+
+    key = "k" * 40
+    monkeypatch.setenv("PIPELINES_PSEUDONYM_KEY", key)
+    expired = pseudonym(key.encode(), "ada@x.org")
+    data = f"id,email\n1,{expired}\n2,bob@x.org\n".encode()
+    subject = Subject(subject_hash(SALT, "ada@x.org"), SALT, (pseudonym_hash(SALT, " ada@x.org"),))
+    assert match_raw(data, "raw/d/f.csv", _spec("csv"), subject).lines == [2]
+    assert match_raw(data, "raw/d/f.csv", _spec("csv"), _subject("ada@x.org")).lines == []
+    monkeypatch.delenv("PIPELINES_PSEUDONYM_KEY")
+    assert pseudonym_hash(SALT, "ada@x.org") is None
