@@ -1336,9 +1336,8 @@ def redact_outcomes(outcomes: Sequence[Outcome], pii: Iterable[str]) -> None:
     for outcome in outcomes:
         if pii & set(outcome.spec.columns or ()):
             outcome.partial_unexpected_list = [PII_SHOWN] if outcome.partial_unexpected_list else []
-            if outcome.observed_value is not None and not isinstance(
-                outcome.observed_value, int | float | bool
-            ):
+            counted = any(word in outcome.spec.name for word in ("count", "proportion", "length"))
+            if outcome.observed_value is not None and not counted:  # a min, max, mean... is a value
                 outcome.observed_value = PII_SHOWN
 
 
