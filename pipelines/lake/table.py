@@ -61,6 +61,20 @@ def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, CommitFailedError) or "already exists" in text or "Failed to commit" in text
 
 
+def _newer_or_later(newer_field: str | None, tie_field: str) -> str:
+    """A merge predicate: the incoming row is newer by ``newer_field`` (a value beats null), or as new
+    and later by ``tie_field``: the order a full rebuild's last-wins collapse gives."""
+    tie = quote_ident(tie_field)
+    later = f"(t.{tie} IS NULL OR s.{tie} >= t.{tie})"
+    if not newer_field:
+        return later
+    f = quote_ident(newer_field)
+    return (
+        f"(s.{f} IS NOT NULL AND (t.{f} IS NULL OR s.{f} > t.{f})) "
+        f"OR ((s.{f} = t.{f} OR (s.{f} IS NULL AND t.{f} IS NULL)) AND {later})"
+    )
+
+
 class Lake:
     """The Delta tables of one namespace: <root>/<zone>/<dataset> (cleaned, quarantine, aggregated, _meta)."""
 
@@ -259,11 +273,14 @@ class Lake:
         newer_field: str | None,
         state: dict,
         base,
+        tie_field: str | None = None,
     ):
         """Upsert ``frame`` on ``key``; an older row (by ``newer_field``) never overwrites a newer one.
 
         Ties go to the incoming row, so a later batch wins over an earlier one, as arrival order does
-        within a batch. Extra columns are added to the table's schema. Returns the new DeltaTable.
+        within a batch. With ``tie_field`` (reprocessing, where the incoming rows may be the older
+        arrivals) a tie goes to the row whose ``tie_field`` is greater, e.g. the later raw file.
+        Extra columns are added to the table's schema. Returns the new DeltaTable.
         """
         if base is None:
             return self.overwrite(zone, name, frame, state=state, base=None, partition_by=[PARTITION])
@@ -281,7 +298,9 @@ class Lake:
                 streamed_exec=False,
                 commit_properties=properties,
             )
-            if newer_field:
+            if tie_field:
+                merger = merger.when_matched_update_all(predicate=_newer_or_later(newer_field, tie_field))
+            elif newer_field:
                 field = quote_ident(newer_field)
                 newer = f"t.{field} IS NULL OR (s.{field} IS NOT NULL AND s.{field} >= t.{field})"
                 merger = merger.when_matched_update_all(predicate=newer)

@@ -9,7 +9,8 @@ expectations and committed (a merge where an older row never overwrites a newer 
 the state it reaches: watermark, ledger of consumed raw files and how far into a file a batch got.
 A crash leaves a consistent prefix and the next run, on any machine, continues from there. A full
 dataset's snapshot is replaced in one overwrite commit. A concurrent run's commit makes this run
-re-plan from the new state (optimistic concurrency; see docs/ingestion.md).
+re-plan from the new state (optimistic concurrency; see docs/ingestion.md); runs of one dataset take a slot
+of its Prefect concurrency limit around clean-and-commit, so they rarely race (docs/backfill.md#limits).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from pipelines.components import batches, cleaning, quality
+from pipelines.components import batches, cleaning, limits, quality
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
@@ -669,7 +670,10 @@ def ingest(
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
     landed = _land(spec, settings, storage, state, run_id)
-    result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
+    # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
+    # runs of one dataset clean and commit one at a time
+    with limits.slot(settings.namespace, spec.name, settings=settings):
+        result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
     result.skipped_files = landed.skipped
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(
