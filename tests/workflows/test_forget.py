@@ -20,6 +20,7 @@ from pipelines.components.environment import get_settings
 from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.lake.erasure import read_request
 from pipelines.workflows.aggregate import aggregate
+from pipelines.workflows.backfill import backfill
 from pipelines.workflows.ingest import ingest
 from pipelines.workflows.share import share
 
@@ -372,7 +373,12 @@ def test_forget_leaves_no_trace_and_changes_nothing_else(tmp_path, monkeypatch, 
         assert env.lake.read("cleaned", name).filter(pl.col(keys[name]) == EMAIL).height == 0
     os.utime(tmp_path / "landing" / "orders" / "o1.csv")  # touched: read again, same content, skipped
     assert ingest("orders").written == 0
+    backfill("orders", start="2024-01-01", through="2024-01-04", downstream=True)
     assert env.lake.read("cleaned", "orders").filter(pl.col("buyer_email") == EMAIL).height == 0
+    assert EMAIL not in env.lake.read("aggregated", "spend").get_column("buyer_email").to_list()
+    assert (
+        scan_tree(env.data / "cleaned", needles) == {} and scan_tree(env.data / "aggregated", needles) == {}
+    )
 
 
 def test_status_of_an_unknown_request_says_where_it_looked(tmp_path, monkeypatch):
