@@ -51,6 +51,11 @@ def test_bounds_default_and_are_described_with_where_they_came_from():
         "pipelines:research-x:backfill": 5,
         "pipelines:research-x": 8,
     }
+    # a backfill window already holds a namespace slot: its commit takes only the dataset's, so windows
+    # that each hold one can never wait on each other for a second
+    assert limits.bounds("research-x", "orders", settings, in_namespace_slot=True) == {
+        "pipelines:research-x:orders": 1
+    }
 
 
 @pytest.mark.usefixtures("prefect_harness")
