@@ -274,3 +274,22 @@ def slot(
     ) as reservation:
         reservation.wait()
         yield
+
+
+@contextlib.contextmanager
+def datasets_slot(namespace: str, datasets: list[str], *, settings: Settings | None = None) -> Iterator[None]:
+    """Occupy one namespace slot and one slot of each dataset's limit, all in one request.
+
+    For work that rewrites several tables outside a normal commit (``forget`` vacuums with no retention):
+    ingests of those datasets wait to clean and commit until it is done, so the vacuum never deletes
+    files a commit in progress still needs.
+    """
+    settings = settings or get_settings()
+    wanted = {namespace_limit(namespace): settings.max_runs}
+    wanted |= {dataset_limit(namespace, name): settings.max_dataset_runs for name in sorted(datasets)}
+    reservation = Reservation(wanted, _logger())
+    try:
+        reservation.wait()
+        yield
+    finally:
+        reservation.close()

@@ -12,6 +12,7 @@ records each step; a finished request is a no-op, an interrupted one resumes. Se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
-from pipelines.components import forgetting, sharing
+from pipelines.components import forgetting, limits, sharing
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.erasure import Subject, load_salt
@@ -170,7 +171,11 @@ def forget(
             ledger.save_request(lake, entry)
         return outcome
 
+    # ingests of these datasets wait to commit meanwhile (the vacuum below keeps no old files)
+    held = contextlib.ExitStack()
     try:
+        if not dry_run:
+            held.enter_context(limits.datasets_slot(settings.namespace, names, settings=settings))
         changed: set[str] = set()
         touched: dict[str, list[str]] = {}  # dataset -> partitions holding the subject's rows (dry run)
         for spec in specs:
@@ -252,6 +257,8 @@ def forget(
             entry.update(status="failed", error=f"{type(exc).__name__} (see the flow run's logs)")
             ledger.save_request(lake, entry)
         raise
+    finally:
+        held.close()
     if not dry_run:
         entry.update(status="completed", finished_at=datetime.now(UTC), rows_removed=result.rows)
         ledger.save_request(lake, entry)
