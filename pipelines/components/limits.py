@@ -45,15 +45,24 @@ def backfill_limit(namespace: str) -> str:
 
 
 def bounds(
-    namespace: str, dataset: str | None, settings: Settings, *, window: bool = False
+    namespace: str,
+    dataset: str | None,
+    settings: Settings,
+    *,
+    window: bool = False,
+    in_namespace_slot: bool = False,
 ) -> dict[str, int]:
-    """The limits a slot occupies and their configured bounds (name -> slots)."""
+    """The limits a slot occupies and their configured bounds (name -> slots).
+
+    ``in_namespace_slot``: the caller already holds a slot of the namespace's limit (a backfill window
+    committing its dataset), so taking a second one could deadlock once every window holds one.
+    """
     if window:
         return {
             backfill_limit(namespace): settings.backfill_windows,
             namespace_limit(namespace): settings.max_runs,
         }
-    names = {namespace_limit(namespace): settings.max_runs}
+    names = {} if in_namespace_slot else {namespace_limit(namespace): settings.max_runs}
     if dataset is not None:
         names[dataset_limit(namespace, dataset)] = settings.max_dataset_runs
     return names
@@ -225,7 +234,12 @@ class Reservation:
 
 @contextlib.contextmanager
 def reserve(
-    namespace: str, dataset: str | None = None, *, window: bool = False, settings: Settings | None = None
+    namespace: str,
+    dataset: str | None = None,
+    *,
+    window: bool = False,
+    in_namespace_slot: bool = False,
+    settings: Settings | None = None,
 ) -> Iterator[Reservation]:
     """Start acquiring the slots now, do other work, call ``.wait()`` where they are needed; released at the end.
 
@@ -233,7 +247,8 @@ def reserve(
     API calls a slot costs overlap with work it does anyway.
     """
     settings = settings or get_settings()
-    reservation = Reservation(bounds(namespace, dataset, settings, window=window), _logger())
+    wanted = bounds(namespace, dataset, settings, window=window, in_namespace_slot=in_namespace_slot)
+    reservation = Reservation(wanted, _logger())
     try:
         yield reservation
     finally:
@@ -242,13 +257,39 @@ def reserve(
 
 @contextlib.contextmanager
 def slot(
-    namespace: str, dataset: str | None = None, *, window: bool = False, settings: Settings | None = None
+    namespace: str,
+    dataset: str | None = None,
+    *,
+    window: bool = False,
+    in_namespace_slot: bool = False,
+    settings: Settings | None = None,
 ) -> Iterator[None]:
     """Occupy one slot of the namespace's limit and of the dataset's (or, with ``window``, the backfill one).
 
     Every named limit is taken in one request (all or nothing), so two holders never wait on each
     other. A run that has to wait logs, once, which limits it waits for and how to change them.
     """
-    with reserve(namespace, dataset, window=window, settings=settings) as reservation:
+    with reserve(
+        namespace, dataset, window=window, in_namespace_slot=in_namespace_slot, settings=settings
+    ) as reservation:
         reservation.wait()
         yield
+
+
+@contextlib.contextmanager
+def datasets_slot(namespace: str, datasets: list[str], *, settings: Settings | None = None) -> Iterator[None]:
+    """Occupy one namespace slot and one slot of each dataset's limit, all in one request.
+
+    For work that rewrites several tables outside a normal commit (``forget`` vacuums with no retention):
+    ingests of those datasets wait to clean and commit until it is done, so the vacuum never deletes
+    files a commit in progress still needs.
+    """
+    settings = settings or get_settings()
+    wanted = {namespace_limit(namespace): settings.max_runs}
+    wanted |= {dataset_limit(namespace, name): settings.max_dataset_runs for name in sorted(datasets)}
+    reservation = Reservation(wanted, _logger())
+    try:
+        reservation.wait()
+        yield
+    finally:
+        reservation.close()

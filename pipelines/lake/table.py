@@ -478,3 +478,38 @@ class Lake:
         return table.vacuum(
             retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True
         )
+
+    def vacuum_now(self, zone: str, name: str, *, keep_log_from: int | None = None) -> list[str]:
+        """Make rows removed from a table unrecoverable: vacuum with no retention, then drop old log entries.
+
+        Deletes every data file the newest version does not reference (retention 0: time travel to any
+        earlier version ends here), writes a checkpoint at the newest version, and deletes the JSON
+        commits before ``keep_log_from`` (default: the newest commit that carries pipelines state, so
+        :func:`~pipelines.lake.state.state_at` still finds it) and older checkpoints, whose file
+        statistics (column minimums and maximums) can hold removed values. Returns the data files deleted.
+        Erasure (``forget``) calls it for every table it rewrote; it is not for routine maintenance.
+        """
+        deleted = self.vacuum(zone, name, retention_hours=0)
+        table = self.table(zone, name)
+        if table is None:
+            return deleted
+        latest = table.version()
+        if keep_log_from is None:
+            keep_log_from = latest
+            for commit in table.history(limit=latest + 1):
+                if STATE_KEY in commit and int(commit.get("version", -1)) <= latest:
+                    keep_log_from = min(keep_log_from, int(commit["version"]))
+                    break
+        table.create_checkpoint()
+        log = f"{zone}/{name}/_delta_log"
+        for rel in self.storage.glob(f"{log}/*"):
+            base = rel.rsplit("/", 1)[-1]
+            stem = base.split(".", 1)[0]
+            if not stem.isdigit():
+                continue
+            number = int(stem)
+            old_commit = base.endswith(".json") and number < keep_log_from
+            old_checkpoint = ".checkpoint." in base and number < latest
+            if old_commit or old_checkpoint or (base.endswith(".crc") and number < keep_log_from):
+                self.storage.delete(rel)
+        return deleted

@@ -187,7 +187,7 @@ def _window(
             result.quarantine_before = bad.height
             result.finished_at = datetime.now(UTC)
             return result
-        with limits.slot(settings.namespace, spec.name, settings=settings):
+        with limits.slot(settings.namespace, spec.name, in_namespace_slot=True, settings=settings):
             outcome = reprocess.commit(
                 lake,
                 spec.name,

@@ -338,6 +338,8 @@ def _batch(
     files = sorted({u.rel for u in units})
     _schema_policy(spec, cleaned.extra, table, files, result)
     for rel, reason in zip(cleaned.rejected_files, cleaned.rejections, strict=True):
+        if spec.pii_columns:  # a parser's message can quote the file's content
+            reason = f"see quarantine/{spec.name} (not logged: the dataset has PII columns)"
         get_run_logger().warning("Rejected whole file %s: %s", rel, reason)
         if rel not in result.rejected_files:
             result.rejected_files.append(rel)

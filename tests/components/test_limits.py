@@ -51,6 +51,11 @@ def test_bounds_default_and_are_described_with_where_they_came_from():
         "pipelines:research-x:backfill": 5,
         "pipelines:research-x": 8,
     }
+    # a backfill window already holds a namespace slot: its commit takes only the dataset's, so windows
+    # that each hold one can never wait on each other for a second
+    assert limits.bounds("research-x", "orders", settings, in_namespace_slot=True) == {
+        "pipelines:research-x:orders": 1
+    }
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -187,3 +192,27 @@ def test_limits_live_on_a_real_server_and_prefect_s_cli_lists_them(prefect_serve
     )
     assert listed.returncode == 0, listed.stderr
     assert "pipelines:limits-server:orders" in listed.stdout and "pipelines:limits-server" in listed.stdout
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_forget_s_slot_holds_every_dataset_it_rewrites_so_their_commits_wait():
+    limits.ENSURED.clear()
+    with limits.datasets_slot("limits-f", ["posts", "likes"]):
+        inside = _limits()
+        committed = threading.Event()
+
+        def commit():
+            with limits.slot("limits-f", "likes"):
+                committed.set()
+
+        other = threading.Thread(target=commit)
+        other.start()
+        assert not committed.wait(3)  # the ingest of likes cannot commit while forget holds likes
+    other.join(30)
+    assert committed.is_set()
+    assert inside["pipelines:limits-f:posts"] == (1, True, 1)
+    assert inside["pipelines:limits-f:likes"] == (1, True, 1)
+    assert inside["pipelines:limits-f"][2] == 1
+    assert all(
+        slots == 0 for name, (_, _, slots) in _limits().items() if name.startswith("pipelines:limits-f")
+    )
