@@ -8,8 +8,11 @@ with its state, so memory stays bounded by the batch, not the input.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -47,6 +50,10 @@ class Unit:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def consumed(self) -> Unit:
+        """This unit without its bytes: what a batch waiting for its commit still needs."""
+        return Unit(self.rel, self.number, b"", self.line_offset, self.span, self.done, self.resume, None)
 
 
 def _chunkable(spec: DatasetSpec, rel: str) -> bool:
@@ -172,3 +179,72 @@ def clean(spec: DatasetSpec, parsed: Iterable[tuple[str, cleaning.Parsed]]) -> C
     bad = pl.concat([cast.bad, *rejects], how="vertical_relaxed") if rejects else cast.bad
     good, collapsed = cleaning.collapse_duplicates(cast.good, spec.primary_key, spec.incremental_field)
     return Cleaned(good, bad, rows_in, rows_bad, collapsed, rejected, reasons, extra)
+
+
+class Staged:
+    """A first load's cleaned batches, held until every batch is cleaned, then committed as appends.
+
+    Only the winners of a first load need writing: a row that a row of a later (or earlier) batch
+    supersedes is dropped instead of being merged over. Knowing which rows lose takes every batch's
+    keys, so the batches are cleaned first: each batch's rows wait as an Arrow file in a local
+    temporary folder (all but the newest, which stays in memory), and only its primary key,
+    incremental field and arrival order stay in memory. :meth:`superseded` then names the losers
+    across batches with the same rule as :func:`cleaning.collapse_duplicates` (latest by the
+    incremental field, ties to the later arrival), and :meth:`frames` gives the batches back in
+    order. Use as a context manager: the folder is removed on exit.
+    """
+
+    def __init__(self, primary_key: Iterable[str], incremental_field: str | None) -> None:
+        self._key = list(primary_key)
+        self._newer = incremental_field
+        self._folder: Path | None = None
+        self._frames: list[pl.DataFrame | Path] = []
+        self._keys: list[pl.DataFrame] = []
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._frames.clear()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def add(self, good: pl.DataFrame) -> None:
+        """Hold a batch's rows to commit (with the ``_seq`` column); the previous batch moves to disk."""
+        if self._frames and isinstance(self._frames[-1], pl.DataFrame):
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="pipelines-ingest-"))
+            path = self._folder / f"batch-{len(self._frames) - 1:06d}.arrow"
+            self._frames[-1].write_ipc(path, compression="uncompressed")
+            self._frames[-1] = path
+        columns = [*self._key, *([self._newer] if self._newer else []), cleaning.SEQ]
+        self._keys.append(good.select(columns) if good.height else pl.DataFrame())
+        self._frames.append(good)
+
+    def superseded(self) -> pl.Series:
+        """``_seq`` of the held rows that a held row of another batch supersedes (empty: keys disjoint)."""
+        keys = [k for k in self._keys if k.height]
+        if not self._key or len(keys) < 2:
+            return pl.Series(cleaning.SEQ, [], pl.Int64)
+        frame = pl.concat(keys, how="vertical_relaxed")
+        key = pl.col(self._key[0]) if len(self._key) == 1 else pl.struct(self._key)
+        repeated = frame.filter(key.is_duplicated())  # each batch's keys are unique: across batches only
+        if not repeated.height:
+            return pl.Series(cleaning.SEQ, [], pl.Int64)
+        kept, _ = cleaning.collapse_duplicates(repeated, tuple(self._key), self._newer)
+        return repeated.join(kept.select(cleaning.SEQ), on=cleaning.SEQ, how="anti").get_column(cleaning.SEQ)
+
+    def frames(self) -> Iterator[pl.DataFrame]:
+        """The held batches in order (each read back from disk when it was moved there)."""
+        for index, item in enumerate(self._frames):
+            if isinstance(item, Path):
+                frame = pl.read_ipc(item)
+                item.unlink()
+            else:
+                frame = item
+            self._frames[index] = pl.DataFrame()
+            yield frame
