@@ -1000,6 +1000,16 @@ def _format_hint(col: ColumnSpec) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
+def _unique_order(seq: pl.Series) -> bool:
+    """Whether every row has its own arrival number: strictly increasing (as parsed) is checked in one
+    cheap pass; only otherwise is the column hashed."""
+    if seq.null_count():
+        return False
+    if seq.len() < 2 or bool((seq.diff(null_behavior="drop") > 0).all()):
+        return True
+    return bool(seq.is_unique().all())
+
+
 def collapse_duplicates(
     frame: pl.DataFrame, primary_key: tuple[str, ...], incremental_field: str | None
 ) -> tuple[pl.DataFrame, int]:
@@ -1016,11 +1026,7 @@ def collapse_duplicates(
     if not duplicated.any():
         return frame, 0
     order = ([incremental_field] if incremental_field else []) + ([SEQ] if SEQ in frame.columns else [])
-    if (
-        SEQ in frame.columns
-        and frame.get_column(SEQ).null_count() == 0
-        and frame.get_column(SEQ).is_unique().all()
-    ):
+    if SEQ in frame.columns and _unique_order(frame.get_column(SEQ)):
         # Rank only the rows whose key repeats (usually few), then keep every other row as it is,
         # in its original order: the same winners as ranking the whole frame, without sorting it.
         contenders = frame.filter(duplicated).sort(order, nulls_last=False)
