@@ -7,7 +7,9 @@ bounded batches (:mod:`pipelines.components.batches`): each batch is parsed, cas
 quarantined with reasons, collapsed last-wins on the primary key, checked by the contract's
 expectations and committed (a merge where an older row never overwrites a newer one) together with
 the state it reaches: watermark, ledger of consumed raw files and how far into a file a batch got.
-A crash leaves a consistent prefix and the next run, on any machine, continues from there. A full
+A first load (no table yet, or a full refresh) cleans every batch before its first commit and then
+appends each batch's winners instead of merging (see ``_stream``). A crash leaves a consistent prefix
+and the next run, on any machine, continues from there. A full
 dataset's snapshot is replaced in one overwrite commit. A concurrent run's commit makes this run
 re-plan from the new state (optimistic concurrency; see docs/ingestion.md).
 """
