@@ -213,14 +213,18 @@ class Staged:
     def __len__(self) -> int:
         return len(self._frames)
 
-    def add(self, good: pl.DataFrame) -> None:
-        """Hold a batch's rows to commit (with the ``_seq`` column); the previous batch moves to disk."""
+    def spill(self) -> None:
+        """Move the batch held in memory to disk (call before cleaning the next batch)."""
         if self._frames and isinstance(self._frames[-1], pl.DataFrame):
             if self._folder is None:
                 self._folder = Path(tempfile.mkdtemp(prefix="pipelines-ingest-"))
             path = self._folder / f"batch-{len(self._frames) - 1:06d}.arrow"
             self._frames[-1].write_ipc(path, compression="uncompressed")
             self._frames[-1] = path
+
+    def add(self, good: pl.DataFrame) -> None:
+        """Hold a batch's rows to commit (with the ``_seq`` column) in memory, until :meth:`spill`."""
+        self.spill()
         columns = [*self._key, *([self._newer] if self._newer else []), cleaning.SEQ]
         self._keys.append(good.select(columns) if good.height else pl.DataFrame())
         self._frames.append(good)
@@ -228,15 +232,23 @@ class Staged:
     def superseded(self) -> pl.Series:
         """``_seq`` of the held rows that a held row of another batch supersedes (empty: keys disjoint)."""
         keys = [k for k in self._keys if k.height]
+        none = pl.Series(cleaning.SEQ, [], pl.Int64)
         if not self._key or len(keys) < 2:
-            return pl.Series(cleaning.SEQ, [], pl.Int64)
-        frame = pl.concat(keys, how="vertical_relaxed")
+            return none
         key = pl.col(self._key[0]) if len(self._key) == 1 else pl.struct(self._key)
-        repeated = frame.filter(key.is_duplicated())  # each batch's keys are unique: across batches only
-        if not repeated.height:
-            return pl.Series(cleaning.SEQ, [], pl.Int64)
-        kept, _ = cleaning.collapse_duplicates(repeated, tuple(self._key), self._newer)
-        return repeated.join(kept.select(cleaning.SEQ), on=cleaning.SEQ, how="anti").get_column(cleaning.SEQ)
+        # Key by key-hash bucket, each about one batch's rows, so the work never holds a second copy of
+        # every key (memory stays near the keys themselves as the input grows).
+        buckets = max(1, -(-sum(k.height for k in keys) // max(k.height for k in keys)))
+        losers = []
+        for bucket in range(buckets):
+            part = key.hash(seed=0) % buckets == bucket
+            frame = pl.concat([k.filter(part) if buckets > 1 else k for k in keys], how="vertical_relaxed")
+            repeated = frame.filter(key.is_duplicated())  # within a batch keys are unique already
+            del frame
+            if repeated.height:
+                kept, _ = cleaning.collapse_duplicates(repeated, tuple(self._key), self._newer)
+                losers.append(repeated.join(kept.select(cleaning.SEQ), on=cleaning.SEQ, how="anti"))
+        return pl.concat(losers).get_column(cleaning.SEQ) if losers else none
 
     def frames(self) -> Iterator[pl.DataFrame]:
         """The held batches in order (each read back from disk when it was moved there)."""

@@ -408,10 +408,12 @@ def _stream(
         held: list[_Ready] = []
         try:
             for units in stream:
+                staged.spill()  # the previous batch's rows go to disk before this one is cleaned
                 ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
                 watermark = ready.watermark
                 staged.add(good)
                 held.append(ready)
+                del good
         finally:
             # A batch that stops (validation, schema policy) leaves the ones before it committed.
             if held:
@@ -426,6 +428,7 @@ def _stream(
                     table = _commit(
                         spec, lake, table, ready, winners.drop(cleaning.SEQ), consumed, result, merge=False
                     )
+                    del good, winners
 
 
 @dataclass
