@@ -414,21 +414,33 @@ def _stream(
                 staged.add(good)
                 held.append(ready)
                 del good
-        finally:
-            # A batch that stops (validation, schema policy) leaves the ones before it committed.
-            if held:
-                losers = staged.superseded()
-                for ready, good in zip(held, staged.frames(), strict=True):
-                    winners = (
-                        good.filter(~pl.col(cleaning.SEQ).is_in(losers.implode())) if losers.len() else good
-                    )
-                    dropped = good.height - winners.height
-                    result.written -= dropped  # superseded by a row of another batch of this run
-                    result.duplicates_collapsed += dropped
-                    table = _commit(
-                        spec, lake, table, ready, winners.drop(cleaning.SEQ), consumed, result, merge=False
-                    )
-                    del good, winners
+        except Exception:
+            # A batch that stops the run (validation, schema policy) leaves the ones before it committed.
+            _append_winners(spec, lake, table, staged, held, consumed, result)
+            raise
+        _append_winners(spec, lake, table, staged, held, consumed, result)
+
+
+def _append_winners(
+    spec: DatasetSpec,
+    lake: Lake,
+    table,
+    staged: batches.Staged,
+    held: list[_Ready],
+    consumed: _Ledger,
+    result: IngestResult,
+) -> None:
+    """Commit a first load's cleaned batches in order, each with only the rows no other batch supersedes."""
+    if not held:
+        return
+    losers = staged.superseded()
+    for ready, good in zip(held, staged.frames(), strict=True):
+        winners = good.filter(~pl.col(cleaning.SEQ).is_in(losers.implode())) if losers.len() else good
+        dropped = good.height - winners.height
+        result.written -= dropped  # superseded by a row of another batch of this run
+        result.duplicates_collapsed += dropped
+        table = _commit(spec, lake, table, ready, winners.drop(cleaning.SEQ), consumed, result, merge=False)
+        del good, winners
 
 
 @dataclass
