@@ -35,7 +35,7 @@ console = Console()
 err = Console(stderr=True)
 
 # Secret names the project knows about (the keys of .env.example); shown masked by `env`.
-KNOWN_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY")
+KNOWN_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY", "PIPELINES_PSEUDONYM_KEY")
 
 ParamOption = Annotated[
     list[str] | None,
@@ -388,6 +388,81 @@ def cleanup_command(
     with _user_errors():
         _start_local_api()
         result = cleanup(dataset=dataset, dry_run=dry_run)
+    _print_json(to_jsonable(result))
+
+
+@app.command("maintain")
+def maintain_command(
+    dataset: Annotated[
+        str | None,
+        typer.Argument(help="A dataset from the registry (default: every table of the namespace)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what compaction and vacuum would do; change nothing.")
+    ] = False,
+) -> None:
+    """Compact and vacuum Delta tables, checkpoint their logs, expire landed landing files (docs/lifecycle.md)."""
+    if dataset is not None:
+        _check_dataset(dataset)
+    with _user_errors():
+        settings = get_settings()  # a bad PIPELINES_VACUUM_RETENTION_HOURS is reported before Prefect starts
+        from pipelines.workflows.maintain import maintain
+
+        _start_local_api()
+        result = maintain(dataset=dataset, dry_run=dry_run)
+    console.print(
+        f"maintain {settings.namespace}{' (dry run: nothing changed)' if dry_run else ''}, "
+        f"vacuum window {result.retention_hours} h",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for t in result.tables:
+        console.print(
+            f"{t.table:<36} files {t.files_before:>6} -> {t.files_after:<6} "
+            f"bytes {t.bytes_before:>12} -> {t.bytes_after:<12} compacted {t.compacted:<5} vacuumed {t.vacuumed}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.landing_expiry_days:
+        verb = "would delete" if dry_run else "deleted"
+        console.print(
+            f"landing: {verb} {len(result.landing_removed)} file(s) landed over {result.landing_expiry_days} "
+            f"day(s) ago; kept {result.landing_kept}",
+            highlight=False,
+        )
+
+
+@app.command("retention")
+def retention_command(
+    dataset: Annotated[
+        str | None, typer.Argument(help="A dataset with retention_days (default: every such dataset).")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Judge ages on this day, YYYY-MM-DD (default: today, UTC).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report the raw files and quarantine rows that would expire.")
+    ] = False,
+) -> None:
+    """Expire PII in raw files and quarantine rows older than retention_days; prints the result as JSON."""
+    from datetime import date
+
+    if dataset is not None:
+        _check_dataset(dataset)
+    day = None
+    if as_of is not None:
+        try:
+            day = date.fromisoformat(as_of)
+        except ValueError:
+            _fail(
+                PipelinesError(f"--as-of {as_of!r} is not a date; write it as YYYY-MM-DD, e.g. 2026-01-31.")
+            )
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.retention import retention
+
+    with _user_errors():
+        _start_local_api()
+        result = retention(dataset=dataset, as_of=day, dry_run=dry_run)
     _print_json(to_jsonable(result))
 
 

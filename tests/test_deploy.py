@@ -434,6 +434,8 @@ def test_deploy_feature_branch_main_and_serving(deployed, repo, prefect_server, 
             "social_likes/serving": [("0 7 * * *", "UTC", True)],
             "real_estate/serving": [("15 7 * * *", "UTC", True)],
             "monitor/serving": [("10 * * * *", "UTC", True)],  # freshness, hourly
+            "retention/serving": [("0 4 * * *", "UTC", True)],  # PII expiry, daily
+            "maintain/serving": [("30 4 * * *", "UTC", True)],  # compaction, vacuum, checkpoints, daily
         }
     )
 

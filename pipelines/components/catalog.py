@@ -213,7 +213,12 @@ def _dataset_page(
         ["partitioned by", e(spec.partition_field or "-")],
         ["ingestion", e(spec.ingestion_style if spec.stage == "cleaned" else "aggregate")],
         ["quality policy", e(spec.quality_policy)],
-        ["retention", f"{spec.retention_days} day(s)" if spec.retention_days else "-"],
+        [
+            "retention",
+            f"{spec.retention_days} day(s), then {e(spec.retention_action or 'pseudonymise')}"
+            if spec.retention_days
+            else "-",
+        ],
         ["freshness", _verdict(status)],
         ["last commit", e(str(status.last_commit_at or "never"))],
         ["watermark", e(status.watermark or "-")],

@@ -164,7 +164,13 @@ _DESCRIPTIONS = {
     "prefect_api_url": "Prefect API; unset means Prefect's ephemeral in-process API (no server).",
     "s3_endpoint_url": "S3 API endpoint for s3:// URLs (unset: AWS's own).",
     "s3_region": "S3 region for s3:// URLs.",
+    "vacuum_retention_hours": "Hours a replaced Delta file (and commit log entry) is kept for time travel before "
+    "`pipelines maintain` vacuums it; reading an older version is refused. Whole hours, at least 1.",
+    "landing_expiry_days": "Days after landing that `pipelines maintain` deletes a landing file already copied to "
+    "raw (only files the landing manifest records). Unset: landing files are never deleted.",
 }
+
+DEFAULT_VACUUM_RETENTION_HOURS = 168
 
 _ENV_KEYS = {
     "data_url": "PIPELINES_DATA_URL",
@@ -174,6 +180,8 @@ _ENV_KEYS = {
     "prefect_api_url": "PREFECT_API_URL",
     "s3_endpoint_url": "PIPELINES_S3_ENDPOINT_URL",
     "s3_region": "PIPELINES_S3_REGION",
+    "vacuum_retention_hours": "PIPELINES_VACUUM_RETENTION_HOURS",
+    "landing_expiry_days": "PIPELINES_LANDING_EXPIRY_DAYS",
 }
 
 
@@ -191,6 +199,8 @@ class Settings:
     prefect_api_url: str | None
     s3_endpoint_url: str | None
     s3_region: str | None
+    vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS
+    landing_expiry_days: int | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -290,6 +300,25 @@ class Settings:
             origins["s3_region"] = "environment AWS_REGION"
         origins.setdefault("s3_region", "default (unset)")
 
+        vacuum_hours = _whole_number(
+            lookup("vacuum_retention_hours", _ENV_KEYS["vacuum_retention_hours"]),
+            "vacuum_retention_hours",
+            origins,
+            minimum=1,
+            why="a commit being written has files younger than that, which a vacuum would delete",
+        )
+        if vacuum_hours is None:
+            vacuum_hours = DEFAULT_VACUUM_RETENTION_HOURS
+            origins["vacuum_retention_hours"] = f"default ({DEFAULT_VACUUM_RETENTION_HOURS} hours, 7 days)"
+        expiry_days = _whole_number(
+            lookup("landing_expiry_days", _ENV_KEYS["landing_expiry_days"]),
+            "landing_expiry_days",
+            origins,
+            minimum=1,
+            why="unset it to keep landing files forever",
+        )
+        origins.setdefault("landing_expiry_days", "default (unset: landing files are kept)")
+
         return cls(
             namespace=namespace,
             kind=kind_of(namespace),
@@ -301,6 +330,8 @@ class Settings:
             prefect_api_url=api,
             s3_endpoint_url=endpoint,
             s3_region=region,
+            vacuum_retention_hours=vacuum_hours,
+            landing_expiry_days=expiry_days,
             origins=origins,
         )
 
@@ -319,8 +350,24 @@ class Settings:
         for name in _DESCRIPTIONS:
             value = getattr(self, name)
             value = value.value if isinstance(value, Kind) else value
+            value = str(value) if isinstance(value, int) else value
             rows.append(SettingInfo(name, value, self.origins.get(name, ""), _DESCRIPTIONS[name]))
         return rows
+
+
+def _whole_number(
+    text: str | None, key: str, origins: Mapping[str, str], *, minimum: int, why: str
+) -> int | None:
+    """A whole-number setting (None when unset), or a ConfigError naming the variable, its origin and the fix."""
+    if text is None:
+        return None
+    value = text.strip()
+    if not value.isdigit() or int(value) < minimum:
+        raise ConfigError(
+            f"Invalid {_ENV_KEYS[key]}={text!r} (from {origins[key]}): expected a whole number of at least "
+            f"{minimum} ({why}). Fix the value or unset it for the default."
+        )
+    return int(value)
 
 
 def _normalise_url(url: str, workdir: Path) -> str:

@@ -38,6 +38,7 @@ COLUMNS = (
     "pii_columns",
     "subject_key",
     "retention_days",
+    "retention_action",
     "schema_policy",
     "quality_policy",
     "freshness",
@@ -51,6 +52,7 @@ FORMATS = ("csv", "json", "ndjson", "parquet", "sql")
 STYLES = ("incremental", "full")
 SCHEMA_POLICIES = ("evolve", "freeze", "discard_columns")
 QUALITY_POLICIES = ("fail", "quarantine", "warn")
+RETENTION_ACTIONS = ("pseudonymise", "null", "delete")
 TYPES = (
     "string",
     "int8",
@@ -256,6 +258,7 @@ class DatasetSpec:
     pii_columns: tuple[str, ...] = ()
     subject_key: str | None = None
     retention_days: int | None = None
+    retention_action: str | None = None  # pseudonymise | null | delete, set when retention_days is
     schema_policy: str = "evolve"
     quality_policy: str = "quarantine"
     freshness: timedelta | None = None
@@ -649,13 +652,7 @@ def _parse_row(
             problems.append(Problem(where, column, row.get(column), str(exc) + "."))
             durations[column] = None
     quarantine_threshold = parse_threshold(problems, where, row.get("quarantine_threshold"))
-    retention = (row.get("retention_days") or "").strip()
-    retention_days = None
-    if retention:
-        if retention.isdigit():
-            retention_days = int(retention)
-        else:
-            problems.append(Problem(where, "retention_days", retention, "must be a whole number of days."))
+    retention_days, retention_action = _parse_retention(problems, where, row, pii, contract)
 
     return DatasetSpec(
         name=name,
@@ -672,6 +669,7 @@ def _parse_row(
         pii_columns=pii,
         subject_key=subject_key,
         retention_days=retention_days,
+        retention_action=retention_action,
         schema_policy=schema_policy,
         quality_policy=quality_policy,
         freshness=durations["freshness"],
@@ -681,6 +679,85 @@ def _parse_row(
         contract=contract or Contract(columns={}),
         row=number,
     )
+
+
+def _parse_retention(
+    problems: list[Problem],
+    where: str,
+    row: Mapping[str, str],
+    pii: tuple[str, ...],
+    contract: Contract | None,
+) -> tuple[int | None, str | None]:
+    """retention_days and retention_action, checked together (see docs/lifecycle.md)."""
+    days_text = (row.get("retention_days") or "").strip()
+    action = (row.get("retention_action") or "").strip() or None
+    days = None
+    if days_text:
+        if days_text.isdigit() and int(days_text) >= 1:
+            days = int(days_text)
+        else:
+            problems.append(
+                Problem(where, "retention_days", days_text, "must be a whole number of days, at least 1.")
+            )
+    if action is not None and action not in RETENTION_ACTIONS:
+        problems.append(
+            Problem(
+                where,
+                "retention_action",
+                action,
+                f"must be one of {', '.join(RETENTION_ACTIONS)}.{did_you_mean(action, RETENTION_ACTIONS)}",
+            )
+        )
+        return days, None
+    if action is not None and not days_text:
+        problems.append(
+            Problem(
+                where,
+                "retention_action",
+                action,
+                "says what happens after retention_days, which is empty: set retention_days too, or clear it.",
+            )
+        )
+        return None, None
+    if days is None:
+        return None, None
+    action = action or "pseudonymise"
+    if action != "delete" and not pii:
+        problems.append(
+            Problem(
+                where,
+                "retention_days",
+                days_text,
+                f"expires the pii_columns ({action}), and this dataset declares none: name them in pii_columns, "
+                "or set retention_action=delete to remove whole raw files after that many days.",
+            )
+        )
+    columns = contract.columns if contract is not None else {}
+    for name in pii:
+        column = columns.get(name)
+        if column is None:
+            continue
+        if action == "pseudonymise" and column.type != "string":
+            problems.append(
+                Problem(
+                    where,
+                    "retention_action",
+                    action,
+                    f"replaces {name} with a keyed hash (text), but the contract types it {column.type}: "
+                    "use retention_action=null or delete for this dataset, or type the column string.",
+                )
+            )
+        if action == "null" and not column.nullable:
+            problems.append(
+                Problem(
+                    where,
+                    "retention_action",
+                    action,
+                    f"empties {name}, which the contract declares nullable: false, so reprocessing raw would "
+                    "quarantine every expired row: use pseudonymise or delete, or make the column nullable.",
+                )
+            )
+    return days, action
 
 
 def check_registry(path: str | Path) -> tuple[dict[str, DatasetSpec], list[Problem]]:

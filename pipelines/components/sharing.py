@@ -286,10 +286,12 @@ def _removed_keys(lake: Lake, zone: str, name: str, shared: int, table: Any, key
     """Keys present at the shared version and absent now, or None when that version is gone."""
     from deltalake.exceptions import DeltaError
 
+    from pipelines.lake.table import VersionExpiredError
+
     try:
         old = lake.table(zone, name, version=shared)
         before = pl.scan_delta(old).select(key).collect()
-    except (DeltaError, OSError, pl.exceptions.ComputeError) as exc:
+    except (DeltaError, OSError, pl.exceptions.ComputeError, VersionExpiredError) as exc:
         logging.getLogger(__name__).info("version %s of %s cannot be read (%s)", shared, name, exc)
         return None
     return before.join(pl.scan_delta(table).select(key).collect(), on=list(key), how="anti")

@@ -3,6 +3,7 @@
 ```
 <namespace>/raw/<dataset>/ingest_date=YYYY-MM-DD/<run_id>-<arrival>-<content_hash>.<ext>
 <namespace>/raw/<dataset>/_landed.json      landing manifest (source identity -> raw file)
+<namespace>/raw/<dataset>/_expired.json     raw files whose PII retention expired (see lake/retention.py)
 <namespace>/cleaned/<dataset>/              Delta
 <namespace>/quarantine/<dataset>/           Delta
 <namespace>/aggregated/<dataset>/           Delta
@@ -16,6 +17,7 @@ from __future__ import annotations
 RAW, CLEANED, QUARANTINE, AGGREGATED, META = "raw", "cleaned", "quarantine", "aggregated", "_meta"
 TMP = "_tmp"
 MANIFEST = "_landed.json"
+EXPIRED = "_expired.json"
 
 # Columns the lake adds to every cleaned and aggregated row.
 RUN_ID = "_run_id"

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import polars as pl
@@ -35,6 +36,10 @@ _log = logging.getLogger(__name__)
 
 class CommitConflict(PipelinesError):
     """Another run committed to the table after the version this commit was planned from."""
+
+
+class VersionExpiredError(PipelinesError):
+    """A table version older than the vacuum window was asked for (its files may be gone)."""
 
 
 def sql_in(column: str, values: Iterable[Any]) -> str:
@@ -59,14 +64,25 @@ def _is_conflict(exc: BaseException) -> bool:
 class Lake:
     """The Delta tables of one namespace: <root>/<zone>/<dataset> (cleaned, quarantine, aggregated, _meta)."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, *, retention_hours: int | None = None) -> None:
+        """``retention_hours``: the vacuum window that time travel is checked against (None: the
+        namespace's PIPELINES_VACUUM_RETENTION_HOURS, looked up when a version is first asked for)."""
         self.storage = storage
+        self._retention_hours = retention_hours
 
     @classmethod
     def from_settings(cls, settings: Settings, namespace: str | None = None) -> Lake:
         """This namespace's lake, or (read-only) another's, e.g. ``Lake.from_settings(s, "serving")``."""
         url = settings.namespace_url if namespace is None else settings.namespace_url_of(namespace)
-        return cls(Storage.from_settings(url, settings))
+        return cls(Storage.from_settings(url, settings), retention_hours=settings.vacuum_retention_hours)
+
+    @property
+    def retention_hours(self) -> int:
+        if self._retention_hours is None:
+            from pipelines.components.environment import get_settings
+
+            self._retention_hours = get_settings().vacuum_retention_hours
+        return self._retention_hours
 
     def __repr__(self) -> str:
         return f"Lake({self.storage.url!r})"
@@ -90,13 +106,52 @@ class Lake:
         return self.storage.check_writable(zone, name)
 
     def table(self, zone: str, name: str, *, version: int | None = None):
-        """The DeltaTable (latest, or at ``version``), or None when it does not exist yet."""
+        """The DeltaTable (latest, or at ``version``), or None when it does not exist yet.
+
+        A ``version`` replaced longer ago than the vacuum window (:attr:`retention_hours`) is refused
+        with :class:`VersionExpiredError`: maintenance may have deleted its files and log entry.
+        """
         from deltalake import DeltaTable
 
         uri = self.uri(zone, name)
         if not DeltaTable.is_deltatable(uri, storage_options=self._options):
             return None
+        if version is None:
+            return DeltaTable(uri, storage_options=self._options)
+        latest = DeltaTable(uri, storage_options=self._options)
+        if version < latest.version():
+            self._check_window(zone, name, latest, version)
         return DeltaTable(uri, version=version, storage_options=self._options)
+
+    def _check_window(self, zone: str, name: str, latest, version: int) -> None:
+        """Refuse ``version`` when the commit that replaced it is older than the vacuum window (or gone)."""
+        hours = self.retention_hours
+        replaced = next(
+            (
+                c
+                for c in latest.history(limit=latest.version() - version)
+                if int(c.get("version", -1)) == version + 1
+            ),
+            None,
+        )
+        stamp = (
+            int(replaced["timestamp"]) / 1000 if replaced and replaced.get("timestamp") is not None else None
+        )
+        if stamp is not None and time.time() - stamp < hours * 3600:
+            return
+        when = (
+            f"was replaced by version {version + 1} at "
+            f"{datetime.fromtimestamp(stamp, UTC).strftime('%Y-%m-%d %H:%M')} UTC"
+            if stamp is not None
+            else "was replaced by a version whose log entry is already cleaned up"
+        )
+        raise VersionExpiredError(
+            f"{zone}/{name} version {version} {when}, more than the vacuum window of {hours} hour(s) "
+            f"(PIPELINES_VACUUM_RETENTION_HOURS) ago, so `pipelines maintain` may have deleted its files. "
+            f"Read the latest version (now {latest.version()}) or one replaced within the last {hours} hours; "
+            "to keep older versions readable, raise PIPELINES_VACUUM_RETENTION_HOURS for this namespace "
+            "(it protects only versions not yet vacuumed)."
+        )
 
     def exists(self, zone: str, name: str) -> bool:
         return self.table(zone, name) is not None
@@ -153,22 +208,30 @@ class Lake:
         if base is not None and committed.version() == planned:
             # The operation changed nothing (e.g. a merge whose rows are all older than the table's),
             # and delta-rs then makes no commit: the state is committed on its own, still pinned.
-            pinned = self.table(zone, name, version=planned)
-            try:
-                pinned.create_write_transaction(
-                    [],
-                    mode="append",
-                    schema=pinned.schema(),
-                    partition_by=pinned.metadata().partition_columns or None,
-                    commit_properties=self._properties(state, True),
-                )
-            except _commit_failed():
-                raise CommitConflict(
-                    f"Another run committed to {zone}/{name} after this run read it (version {planned}); "
-                    "this run's commit was not made and it re-plans from the new version."
-                ) from None
-            committed = self.table(zone, name)
+            committed = self.commit_state(zone, name, state, planned)
         return committed
+
+    def commit_state(self, zone: str, name: str, state: dict, planned: int):
+        """Commit ``state`` alone (no rows), right after version ``planned``; CommitConflict when it is
+        no longer the latest. Returns the new DeltaTable."""
+        from deltalake import DeltaTable
+
+        self.write_uri(zone, name)
+        pinned = DeltaTable(self.uri(zone, name), version=planned, storage_options=self._options)
+        try:
+            pinned.create_write_transaction(
+                [],
+                mode="append",
+                schema=pinned.schema(),
+                partition_by=pinned.metadata().partition_columns or None,
+                commit_properties=self._properties(state, True),
+            )
+        except _commit_failed():
+            raise CommitConflict(
+                f"Another run committed to {zone}/{name} after this run read it (version {planned}); "
+                "this run's commit was not made and it re-plans from the new version."
+            ) from None
+        return self.table(zone, name)
 
     def _retrying(self, zone: str, name: str, attempt: Callable[[], T]) -> T:
         for number in range(1, _ATTEMPTS + 1):

@@ -40,6 +40,7 @@ EXPECTED = [
     "memory",
     "small_ingest",
     "cold_start",
+    "state_read",
 ]
 
 

@@ -1,3 +1,5 @@
+import csv
+
 import pytest
 
 from pipelines.components.registry import RegistryError, load_registry, parse_duration
@@ -94,3 +96,48 @@ def test_quarantine_threshold_is_a_share_or_a_percentage(tmp_path):
         0.05,
         0.25,
     )
+
+
+def _retention_registry(root, rows, contract):
+    path = _registry(root, [], {r["name"]: contract for r in rows})
+    fields = [*_orders_row(), "pii_columns", "retention_days", "retention_action"]
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fields)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in fields} for r in rows)
+    return path
+
+
+def test_retention_settings_are_checked_together(tmp_path):
+    contract = ORDERS + "  email: {type: string}\n  owner_id: {type: int64, nullable: false}\n"
+    rows = [
+        _orders_row(name="ok", pii_columns="email", retention_days="30"),
+        _orders_row(name="typo", pii_columns="email", retention_days="30", retention_action="pseudonymize"),
+        _orders_row(name="no_days", pii_columns="email", retention_action="null"),
+        _orders_row(name="no_pii", retention_days="30"),
+        _orders_row(name="zero", pii_columns="email", retention_days="0"),
+        _orders_row(name="typed", pii_columns="owner_id", retention_days="7"),
+        _orders_row(name="required", pii_columns="owner_id", retention_days="7", retention_action="null"),
+        _orders_row(name="whole_files", retention_days="7", retention_action="delete"),
+    ]
+    path = _retention_registry(tmp_path, rows, contract)
+    with pytest.raises(RegistryError) as caught:
+        load_registry(path)
+    text = str(caught.value)
+    assert "6 problem(s)" in text
+    assert (
+        "retention_action = 'pseudonymize': must be one of pseudonymise, null, delete. Did you mean 'pseudonymise'?"
+        in text
+    )
+    assert "row 4, retention_action = 'null': says what happens after retention_days, which is empty" in text
+    assert (
+        "row 5, retention_days = '30': expires the pii_columns (pseudonymise), and this dataset declares none"
+        in text
+    )
+    assert "row 6, retention_days = '0': must be a whole number of days, at least 1." in text
+    assert "replaces owner_id with a keyed hash (text), but the contract types it int64" in text
+    assert "empties owner_id, which the contract declares nullable: false" in text
+    good = _retention_registry(tmp_path, [rows[0], rows[-1]], contract)
+    registry = load_registry(good)
+    assert (registry.get("ok").retention_days, registry.get("ok").retention_action) == (30, "pseudonymise")
+    assert registry.get("whole_files").retention_action == "delete"
