@@ -184,14 +184,14 @@ def clean(spec: DatasetSpec, parsed: Iterable[tuple[str, cleaning.Parsed]]) -> C
 class Staged:
     """A first load's cleaned batches, held until every batch is cleaned, then committed as appends.
 
-    Only the winners of a first load need writing: a row that a row of a later (or earlier) batch
-    supersedes is dropped instead of being merged over. Knowing which rows lose takes every batch's
-    keys, so the batches are cleaned first: each batch's rows wait as an Arrow file in a local
-    temporary folder (all but the newest, which stays in memory), and only its primary key,
-    incremental field and arrival order stay in memory. :meth:`superseded` then names the losers
-    across batches with the same rule as :func:`cleaning.collapse_duplicates` (latest by the
-    incremental field, ties to the later arrival), and :meth:`frames` gives the batches back in
-    order. Use as a context manager: the folder is removed on exit.
+    Only the winners of a first load need writing: a row that a row of another batch supersedes is
+    dropped instead of being merged over. Knowing which rows lose takes every batch's keys, so the
+    batches are cleaned first: each batch's rows wait as an Arrow file in a local temporary folder
+    (all but the newest, which stays in memory until :meth:`spill`). :meth:`superseded` then reads
+    back only the primary key, incremental field and arrival order, one key-hash bucket at a time, and
+    names the losers with the same rule as :func:`cleaning.collapse_duplicates` (latest by the
+    incremental field, ties to the later arrival); :meth:`frames` gives the batches back in order.
+    Use as a context manager: the folder is removed on exit.
     """
 
     def __init__(self, primary_key: Iterable[str], incremental_field: str | None) -> None:
@@ -199,7 +199,7 @@ class Staged:
         self._newer = incremental_field
         self._folder: Path | None = None
         self._frames: list[pl.DataFrame | Path] = []
-        self._keys: list[pl.DataFrame] = []
+        self._heights: list[int] = []
 
     def __enter__(self) -> Staged:
         return self
@@ -225,24 +225,30 @@ class Staged:
     def add(self, good: pl.DataFrame) -> None:
         """Hold a batch's rows to commit (with the ``_seq`` column) in memory, until :meth:`spill`."""
         self.spill()
-        columns = [*self._key, *([self._newer] if self._newer else []), cleaning.SEQ]
-        self._keys.append(good.select(columns) if good.height else pl.DataFrame())
         self._frames.append(good)
+        self._heights.append(good.height)
 
     def superseded(self) -> pl.Series:
         """``_seq`` of the held rows that a held row of another batch supersedes (empty: keys disjoint)."""
-        keys = [k for k in self._keys if k.height]
         none = pl.Series(cleaning.SEQ, [], pl.Int64)
-        if not self._key or len(keys) < 2:
+        held = [item for item, height in zip(self._frames, self._heights, strict=True) if height]
+        if not self._key or len(held) < 2:
             return none
+        columns = [*self._key, *([self._newer] if self._newer else []), cleaning.SEQ]
         key = pl.col(self._key[0]) if len(self._key) == 1 else pl.struct(self._key)
-        # Key by key-hash bucket, each about one batch's rows, so the work never holds a second copy of
-        # every key (memory stays near the keys themselves as the input grows).
-        buckets = max(1, -(-sum(k.height for k in keys) // max(k.height for k in keys)))
+        # Key-hash buckets of about one batch's rows each: the keys are never all in memory at once.
+        buckets = max(1, -(-sum(self._heights) // max(self._heights)))
         losers = []
         for bucket in range(buckets):
-            part = key.hash(seed=0) % buckets == bucket
-            frame = pl.concat([k.filter(part) if buckets > 1 else k for k in keys], how="vertical_relaxed")
+            parts = []
+            for item in held:
+                rows = pl.scan_ipc(item) if isinstance(item, Path) else item.lazy()
+                rows = rows.select(columns)
+                if buckets > 1:
+                    rows = rows.filter(key.hash(seed=0) % buckets == bucket)
+                parts.append(rows.collect())
+            frame = pl.concat(parts, how="vertical_relaxed")
+            del parts
             repeated = frame.filter(key.is_duplicated())  # within a batch keys are unique already
             del frame
             if repeated.height:
