@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from pipelines.components import batches, cleaning, quality
 from pipelines.components.alerts import run_hooks
@@ -93,6 +93,9 @@ class IngestResult(BaseModel):
     validation_issues: list[str] = Field(
         default=[], description="every check that did not pass and its action"
     )
+    _committed: Any = PrivateAttr(
+        default=None
+    )  # a copy as of the last committed batch (not part of the result)
 
 
 # landing --------------------------------------------------------------------------------------
@@ -526,6 +529,8 @@ def _commit(
     result.touched_partitions = sorted(set(result.touched_partitions) | set(touched))
     result.processed_files += [u.rel for u in ready.units if u.done and u.rel not in result.processed_files]
     result.cleaned_version = table.version()
+    result._committed = None
+    result._committed = result.model_copy(deep=True)  # what a re-plan after a lost commit starts from
     get_run_logger().info(
         "%s: batch %d committed (version %d): %d in, %d written, %d quarantined",
         spec.name,
@@ -611,6 +616,7 @@ def _clean_and_commit(
             schema_before = table.schema().to_arrow() if table is not None else None
             result.watermark_before = None if full_refresh else (state or {}).get("watermark")
             result.watermark_after = result.watermark_before
+            result._committed = result.model_copy(deep=True)
         # after a full refresh's first commit, the rest continues like an incremental run
         refresh = full_refresh and result.batches == 0
         try:
@@ -619,7 +625,12 @@ def _clean_and_commit(
             )
             break
         except CommitConflict as exc:
-            result.conflicts += 1
+            # Batches counted but not committed are counted again when the re-plan processes them.
+            committed, conflicts = result._committed, result.conflicts
+            for name in IngestResult.model_fields:
+                setattr(result, name, getattr(committed, name))
+            result._committed = committed
+            result.conflicts = conflicts + 1
             if attempt == _ATTEMPTS:
                 raise PipelinesError(
                     f"{spec.name}: {_ATTEMPTS} commits in a row lost to concurrent runs of this dataset. "

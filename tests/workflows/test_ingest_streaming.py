@@ -181,6 +181,8 @@ def test_two_concurrent_ingests_with_different_files_give_exactly_the_union(
     first, second_exit = _run_concurrently(monkeypatch, orders, lambda: _land(orders, "b.csv", files[1]))
     assert second_exit == 0
     assert first.conflicts >= 1  # the paused run lost its commit and re-planned
+    # the other run committed both files, so the paused run counts nothing it had cleaned before
+    assert (first.status, first.rows_in, first.written, first.quarantined) == ("no_new_data", 0, 0, 0)
     assert _cleaned(lake).equals(_expected(files))
     state = lake.state("cleaned", "orders")
     assert len(state["files"]) == 2 and state["partial"] == {}
