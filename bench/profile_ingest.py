@@ -120,7 +120,6 @@ def instrument(recorder: Recorder) -> None:
     recorder.wrap(Lake, "append", "commit: cleaned table, append (first load's later batches)")
     recorder.wrap(batches.Staged, "spill", "first load: spill a cleaned batch to local disk")
     recorder.wrap(batches.Staged, "superseded", "first load: find rows superseded across batches")
-    recorder.wrap(batches.Staged, "frames", "first load: read spilled batches back (generator)")
     recorder.wrap(deltalake.table.TableMerger, "execute", "delta: merge execute")
     recorder.wrap(module, "_record_meta", "commit: _meta runs + schemas")
     recorder.wrap(module, "create_markdown_artifact", "prefect: markdown artifact")
