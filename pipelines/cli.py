@@ -35,7 +35,13 @@ console = Console()
 err = Console(stderr=True)
 
 # Secret names the project knows about (the keys of .env.example); shown masked by `env`.
-KNOWN_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "PREFECT_API_KEY", "PIPELINES_PSEUDONYM_KEY")
+KNOWN_SECRETS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "PREFECT_API_KEY",
+    "PIPELINES_PSEUDONYM_KEY",
+    "PIPELINES_ERASURE_SALT",
+)
 
 ParamOption = Annotated[
     list[str] | None,
@@ -331,6 +337,94 @@ def ingest_command(
     _print_json(to_jsonable(result))
 
 
+def _backfill_range(start: str, through: str, window_days: int) -> None:
+    """Check the range before anything heavy is imported; one `error:` naming the fix."""
+    from datetime import date
+
+    days = {}
+    for option, text in (("--from", start), ("--to", through)):
+        try:
+            days[option] = date.fromisoformat(text)
+        except ValueError:
+            _fail(
+                PipelinesError(
+                    f"{option} {text!r} is not a date: write YYYY-MM-DD, e.g. {option} 2013-03-01."
+                )
+            )
+    if days["--from"] > days["--to"]:
+        _fail(
+            PipelinesError(
+                f"The range {start}..{through} ends before it starts: give --from a date on or before --to."
+            )
+        )
+    if window_days < 1:
+        _fail(PipelinesError(f"--window-days must be at least 1, got {window_days}: e.g. --window-days 7."))
+
+
+@app.command("backfill")
+def backfill_command(
+    dataset: Annotated[str, typer.Argument(help="A cleaned dataset from the registry.")],
+    start: Annotated[str, typer.Option("--from", help="First event-time day, YYYY-MM-DD.")],
+    through: Annotated[str, typer.Option("--to", help="Last event-time day (inclusive), YYYY-MM-DD.")],
+    downstream: Annotated[
+        bool, typer.Option("--downstream", help="Then recompute and re-share the aggregates that read it.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="List the raw files, partitions and datasets it would touch; write nothing."
+        ),
+    ] = False,
+    window_days: Annotated[
+        int,
+        typer.Option(
+            "--window-days", help="Days per window; windows run in parallel up to PIPELINES_BACKFILL_WINDOWS."
+        ),
+    ] = 7,
+) -> None:
+    """Reprocess a dataset from raw for a range of event-time days with the current contract; prints the result as JSON."""
+    _backfill_range(start, through, window_days)
+    _check_dataset(dataset)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipelines.components import progress
+    from pipelines.components.discovery import to_jsonable
+    from pipelines.workflows.backfill import backfill
+
+    bar = Progress(
+        TextColumn("backfill {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    )  # fmt: skip
+    windows = bar.add_task(dataset, total=None)
+
+    def advance(what: str, done: int, total: int) -> None:
+        bar.update(windows, description=what, completed=done, total=total)
+
+    with _user_errors():
+        _start_local_api()
+        with bar, progress.reporting(advance):
+            result = backfill(
+                dataset=dataset,
+                start=start,
+                through=through,
+                downstream=downstream,
+                dry_run=dry_run,
+                window_days=window_days,
+            )
+    if dry_run:
+        err.print(
+            f"dry run, nothing written. {dataset} {start}..{through} would re-read {len(result.files)} raw file(s) "
+            f"in {len(result.windows)} window(s):",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for name in result.files:
+            err.print(f"  {name}", highlight=False, soft_wrap=True)
+        err.print(f"partitions: {', '.join(result.partitions) or 'none'}", highlight=False, soft_wrap=True)
+        err.print(f"datasets: {', '.join(result.datasets)}", highlight=False, soft_wrap=True)
+    _print_json(to_jsonable(result))
+
+
 @app.command("validate")
 def validate_command(
     dataset: Annotated[str, typer.Argument(help="A dataset from the registry.")],
@@ -595,6 +689,84 @@ def share_command(
         _start_local_api()
         result = share(dataset=dataset, mode=mode, full_refresh=full_refresh)
     _print_json(to_jsonable(result))
+
+
+@app.command("forget")
+def forget_command(
+    subject_id: Annotated[
+        str | None,
+        typer.Argument(help="The subject's identifier, as the datasets' subject_key columns hold it."),
+    ] = None,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--dataset", help="Only this dataset (repeat for more); default: every one with a subject_key."
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go, per dataset and zone; change nothing.")
+    ] = False,
+    status: Annotated[
+        str | None, typer.Option("--status", help="Show an erasure request from the ledger (er-...).")
+    ] = None,
+) -> None:
+    """Remove a data subject from every zone and the warehouse (docs/privacy.md); prints the result as JSON."""
+    from pipelines.components.discovery import to_jsonable
+
+    if status is not None:
+        with _user_errors():
+            _print_json(to_jsonable(_erasure_status(status)))
+        return
+    if not subject_id or not subject_id.strip():
+        _fail(
+            PipelinesError(
+                "Name the subject: `pipelines forget SUBJECT_ID` (the value their datasets' subject_key "
+                "columns hold), or read a request with `pipelines forget --status REQUEST`."
+            )
+        )
+    for name in dataset or []:
+        _check_dataset(name)
+    import getpass
+
+    from pipelines.components.erasure import load_salt, pseudonym_hash, subject_hash
+    from pipelines.components.resources import Storage
+    from pipelines.components.secrets import register_redaction
+
+    register_redaction(subject_id.strip())  # whatever logs it from here on shows a mask
+    with _user_errors():
+        settings = get_settings()
+        storage = Storage.from_settings(settings.namespace_url, settings)
+        salt = load_salt(settings.namespace, storage)
+        hashed = subject_hash(salt, subject_id)
+        pseudonymised = pseudonym_hash(salt, subject_id)
+        from pipelines.workflows.forget import forget
+
+        _start_local_api()
+        result = forget(
+            subject_hash=hashed,
+            datasets=dataset or None,
+            dry_run=dry_run,
+            requested_by=getpass.getuser(),
+            pseudonym_hash=pseudonymised,
+        )
+    _print_json(to_jsonable(result))
+
+
+def _erasure_status(request_id: str) -> dict:
+    from pipelines.components.resources import Storage
+    from pipelines.lake import Lake
+    from pipelines.lake.erasure import read_request
+
+    settings = get_settings()
+    lake = Lake(Storage.from_settings(settings.namespace_url, settings))
+    row = read_request(lake, request_id)
+    if row is None:
+        raise PipelinesError(
+            f"No erasure request {request_id!r} in namespace {settings.namespace!r} ({lake.uri('_meta', 'erasures')}). "
+            "Fix: use the request_id a `pipelines forget` run printed, in the namespace it ran in "
+            "(PIPELINES_NAMESPACE)."
+        )
+    return row
 
 
 @app.command("status")

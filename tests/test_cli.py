@@ -28,7 +28,7 @@ def _cli(*args, cwd=None, env=None):
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("env", "list", "run", "ingest", "aggregate", "cleanup", "registry"):
+    for command in ("env", "list", "run", "ingest", "aggregate", "cleanup", "forget", "registry"):
         assert command in result.stdout
 
 

@@ -174,7 +174,7 @@ def clean(spec: DatasetSpec, parsed: Iterable[tuple[str, cleaning.Parsed]]) -> C
     extra = [c for c in frame.columns if c not in spec.contract.columns and c not in cleaning.LINEAGE]
     if extra and spec.schema_policy == "discard_columns":
         frame = frame.drop(extra)
-    cast = cleaning.cast_to_contract(frame, spec.contract, primary_key=spec.primary_key)
+    cast = cleaning.cast_to_contract(frame, spec.contract, primary_key=spec.primary_key, pii=spec.pii_columns)
     rows_bad = cast.bad.height + sum(r.filter(pl.col("source_line") > 0).height for r in rejects)
     bad = pl.concat([cast.bad, *rejects], how="vertical_relaxed") if rejects else cast.bad
     good, collapsed = cleaning.collapse_duplicates(cast.good, spec.primary_key, spec.incremental_field)

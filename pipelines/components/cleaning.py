@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -888,6 +889,7 @@ def cast_to_contract(
     *,
     primary_key: tuple[str, ...] = (),
     keep_extra: bool = True,
+    pii: Collection[str] = (),
 ) -> CastResult:
     """Cast every contract column; a row with any failed cast or null in a required column is bad.
 
@@ -896,6 +898,7 @@ def cast_to_contract(
     does not know are returned in extra_columns (kept as text when keep_extra).
     Typed values and failure flags are computed in one pass; reasons and the raw record
     are built for the failing rows only, so clean data pays almost nothing for them.
+    A reason names the failing value, except in a ``pii`` column: there it names the column only.
     """
     null_values = [v for v in contract.null_values if v != ""]
     present = [c for c in frame.columns if c not in LINEAGE]
@@ -987,12 +990,14 @@ def cast_to_contract(
             pl.when(type_failed).then(pl.lit("type")).when(null_failed).then(pl.lit("not_null"))
         )
         column_exprs.append(pl.when(type_failed | null_failed).then(pl.lit(name)))
-        reason_exprs.append(
-            pl.when(type_failed)
-            .then(pl.format(f"{name}: '{{}}' is not a valid {col.type}{_format_hint(col)}", shown))
-            .when(null_failed)
-            .then(pl.lit(null_reason))
+        invalid = (
+            pl.lit(
+                f"{name}: the value (not shown: a PII column) is not a valid {col.type}{_format_hint(col)}"
+            )
+            if name in pii
+            else pl.format(f"{name}: '{{}}' is not a valid {col.type}{_format_hint(col)}", shown)
         )
+        reason_exprs.append(pl.when(type_failed).then(invalid).when(null_failed).then(pl.lit(null_reason)))
     record = (
         pl.struct([pl.col(c).cast(pl.String) for c in present]).struct.json_encode()
         if present

@@ -164,6 +164,12 @@ _DESCRIPTIONS = {
     "prefect_api_url": "Prefect API; unset means Prefect's ephemeral in-process API (no server).",
     "s3_endpoint_url": "S3 API endpoint for s3:// URLs (unset: AWS's own).",
     "s3_region": "S3 region for s3:// URLs.",
+    "max_runs": "Dataset runs (ingests, backfill windows) at once in this namespace: Prefect global "
+    "concurrency limit pipelines:<namespace>. Per namespace, so research never takes serving's slots.",
+    "max_dataset_runs": "Runs of one dataset that may clean and commit at once: Prefect global concurrency "
+    "limit pipelines:<namespace>:<dataset> (1 serialises them).",
+    "backfill_windows": "Backfill windows processed at once in this namespace: Prefect global concurrency "
+    "limit pipelines:<namespace>:backfill.",
     "vacuum_retention_hours": "Hours a replaced Delta file (and commit log entry) is kept for time travel before "
     "`pipelines maintain` vacuums it; reading an older version is refused. Whole hours, at least 1.",
     "landing_expiry_days": "Days after landing that `pipelines maintain` deletes a landing file already copied to "
@@ -180,9 +186,15 @@ _ENV_KEYS = {
     "prefect_api_url": "PREFECT_API_URL",
     "s3_endpoint_url": "PIPELINES_S3_ENDPOINT_URL",
     "s3_region": "PIPELINES_S3_REGION",
+    "max_runs": "PIPELINES_MAX_RUNS",
+    "max_dataset_runs": "PIPELINES_MAX_DATASET_RUNS",
+    "backfill_windows": "PIPELINES_BACKFILL_WINDOWS",
     "vacuum_retention_hours": "PIPELINES_VACUUM_RETENTION_HOURS",
     "landing_expiry_days": "PIPELINES_LANDING_EXPIRY_DAYS",
 }
+
+# Bounds (Prefect global concurrency limits, see components/limits.py): setting -> default.
+_BOUNDS = {"max_runs": 8, "max_dataset_runs": 1, "backfill_windows": 2}
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,9 @@ class Settings:
     prefect_api_url: str | None
     s3_endpoint_url: str | None
     s3_region: str | None
+    max_runs: int = _BOUNDS["max_runs"]
+    max_dataset_runs: int = _BOUNDS["max_dataset_runs"]
+    backfill_windows: int = _BOUNDS["backfill_windows"]
     vacuum_retention_hours: int = DEFAULT_VACUUM_RETENTION_HOURS
     landing_expiry_days: int | None = None
     origins: Mapping[str, str] = field(default_factory=dict, compare=False)
@@ -300,6 +315,13 @@ class Settings:
             origins["s3_region"] = "environment AWS_REGION"
         origins.setdefault("s3_region", "default (unset)")
 
+        bounds = {}
+        for key, default in _BOUNDS.items():
+            why = f"the slots of its Prefect concurrency limit; default {default}"
+            bounds[key] = _whole_number(lookup(key, _ENV_KEYS[key]), key, origins, minimum=1, why=why)
+            if bounds[key] is None:
+                bounds[key] = default
+                origins[key] = f"default ({default})"
         vacuum_hours = _whole_number(
             lookup("vacuum_retention_hours", _ENV_KEYS["vacuum_retention_hours"]),
             "vacuum_retention_hours",
@@ -330,6 +352,7 @@ class Settings:
             prefect_api_url=api,
             s3_endpoint_url=endpoint,
             s3_region=region,
+            **bounds,
             vacuum_retention_hours=vacuum_hours,
             landing_expiry_days=expiry_days,
             origins=origins,

@@ -1296,6 +1296,7 @@ def check_batch(
             kept = batch.filter(~failing)
         table_outcomes = evaluate(kept, [e for e in expectations if e.level != "row"], **options)
     outcomes = sorted(row_outcomes + table_outcomes, key=lambda o: o.spec.index)
+    redact_outcomes(outcomes, spec.pii_columns)
     for outcome in outcomes:
         row_level = outcome.mask is not None
         if outcome.severity == "warn":
@@ -1309,7 +1310,7 @@ def check_batch(
         if stops:
             outcome.action = "stopped"
             stopped.append(f"{outcome.spec.call}: {outcome.describe()}")
-    quarantine = quarantine_rows(batch, quarantining)
+    quarantine = quarantine_rows(batch, quarantining, spec.pii_columns)
     held_back = 0
     if stopped:
         held_back, kept = kept.height, kept.clear()
@@ -1323,9 +1324,30 @@ def check_batch(
     )
 
 
-def quarantine_rows(batch: pl.DataFrame, outcomes: Sequence[Outcome]) -> pl.DataFrame:
+PII_SHOWN = "(not shown: PII)"
+
+
+def redact_outcomes(outcomes: Sequence[Outcome], pii: Iterable[str]) -> None:
+    """Drop the values an outcome found (samples, observed value) when its columns include a PII column,
+    so reports, logs, errors and _meta/validations name the column, never the value."""
+    pii = set(pii)
+    if not pii:
+        return
+    for outcome in outcomes:
+        if pii & set(outcome.spec.columns or ()):
+            outcome.partial_unexpected_list = [PII_SHOWN] if outcome.partial_unexpected_list else []
+            counted = any(word in outcome.spec.name for word in ("count", "proportion", "length"))
+            if outcome.observed_value is not None and not counted:  # a min, max, mean... is a value
+                outcome.observed_value = PII_SHOWN
+
+
+def quarantine_rows(
+    batch: pl.DataFrame, outcomes: Sequence[Outcome], pii: Iterable[str] = ()
+) -> pl.DataFrame:
     """Quarantine rows for the batch rows the outcomes fail: rule = first failing expectation,
-    reason = every failing expectation with its arguments and the row's value(s)."""
+    reason = every failing expectation with its arguments and the row's value(s) (a PII column's
+    value is not shown)."""
+    pii = set(pii)
     if not outcomes or batch.height == 0:
         return pl.DataFrame(schema=QUARANTINE_SCHEMA)
     flags = [f"__q{i}" for i in range(len(outcomes))]
@@ -1336,9 +1358,9 @@ def quarantine_rows(batch: pl.DataFrame, outcomes: Sequence[Outcome]) -> pl.Data
     for outcome, flag in zip(outcomes, flags, strict=True):
         shown = outcome.spec.columns or ()
         if len(shown) == 1:
-            value = pl.concat_str([pl.lit(f"{shown[0]} = "), _shown(shown[0])])
+            value = pl.concat_str([pl.lit(f"{shown[0]} = "), _shown(shown[0], pii)])
         else:
-            values = pl.concat_str([_shown(c) for c in shown], separator=", ")
+            values = pl.concat_str([_shown(c, pii) for c in shown], separator=", ")
             value = pl.concat_str([pl.lit(f"({', '.join(shown)}) = ("), values, pl.lit(")")])
         reasons.append(pl.when(pl.col(flag)).then(pl.concat_str([pl.lit(f"{outcome.spec.call}: "), value])))
         rules.append(pl.when(pl.col(flag)).then(pl.lit(outcome.spec.name)))
@@ -1358,7 +1380,9 @@ def quarantine_rows(batch: pl.DataFrame, outcomes: Sequence[Outcome]) -> pl.Data
     )
 
 
-def _shown(column: str) -> pl.Expr:
+def _shown(column: str, pii: Iterable[str] = ()) -> pl.Expr:
+    if column in set(pii):
+        return pl.lit(PII_SHOWN)
     return pl.col(column).cast(pl.String).str.slice(0, 200).fill_null("null")
 
 

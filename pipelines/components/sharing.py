@@ -526,6 +526,8 @@ def _explain(exc: BaseException, spec: DatasetSpec, qualified: str, mode: str) -
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else name
     diag = getattr(orig, "diag", None)
     where = f" ({diag.context.strip().splitlines()[0]})" if diag is not None and diag.context else ""
+    if spec.pii_columns and where:  # COPY's context quotes the row's values
+        where = " (the row's values are not shown: the dataset has PII columns)"
     unchanged = "Nothing was loaded; the table and the share state are unchanged."
     if name == "CardinalityViolation":
         return ShareError(
@@ -812,6 +814,10 @@ def _record_failure(
 ) -> None:
     """A 'failed' ledger row in its own transaction; the original error is what the caller sees."""
     message = f"{type(exc).__name__}: {exc}"[:4000]
+    if spec.pii_columns:  # a database error's detail can quote the row (Key (email)=(...))
+        message = "\n".join(
+            line for line in message.splitlines() if not line.startswith(("DETAIL", "CONTEXT"))
+        )
     try:
         with warehouse.begin(write=True) as conn:
             _record_load(
@@ -819,3 +825,101 @@ def _record_failure(
             )
     except Exception as ledger_exc:  # the share already failed; report that, not this
         log.warning("Could not record the failed share of %s in %s: %s", spec.name, LOADS_TABLE, ledger_exc)
+
+
+# erasure --------------------------------------------------------------------------------------
+
+
+def shared_states(warehouse: Warehouse) -> dict[str, dict[str, Any]]:
+    """dataset -> its share state, for every dataset shared into this warehouse ({} before the first share)."""
+    state, _ = _meta_tables(warehouse.schema)
+    with warehouse.begin() as conn:
+        if not sa.inspect(conn).has_table(STATE_TABLE, schema=warehouse.schema):
+            return {}
+        return {row["dataset"]: dict(row) for row in conn.execute(sa.select(state)).mappings()}
+
+
+def _as_text(column: str) -> str:
+    return f"TRIM(CAST({quote_ident(column)} AS TEXT))"
+
+
+def subject_values(warehouse: Warehouse, table: str, column: str, match) -> set[str]:
+    """The values of ``column`` in a warehouse table that ``match`` picks (it gets every distinct value)."""
+    qualified = warehouse.qualify(table)
+    with warehouse.begin() as conn:
+        if warehouse.describe(conn, table) is None:
+            return set()
+        rows = conn.exec_driver_sql(f"SELECT DISTINCT {_as_text(column)} FROM {qualified}").all()
+    return match([r[0] for r in rows if r[0] is not None])
+
+
+def count_rows_with(warehouse: Warehouse, table: str, column: str, values: set[str]) -> int:
+    if not values:
+        return 0
+    statement = sa.text(
+        f"SELECT count(*) FROM {warehouse.qualify(table)} WHERE {_as_text(column)} IN :values"
+    ).bindparams(sa.bindparam("values", expanding=True))
+    with warehouse.begin() as conn:
+        return int(conn.execute(statement, {"values": sorted(values)}).scalar_one())
+
+
+def delete_rows_with(
+    spec: DatasetSpec, warehouse: Warehouse, column: str, values: set[str], *, run_id: str
+) -> int:
+    """Delete a shared table's rows whose ``column`` is one of ``values``, in one transaction.
+
+    The share state's row count is updated in the same transaction (so the next share does not take
+    the smaller table for a truncated one), and a ledger row records the rows deleted (no values).
+    """
+    if not values:
+        return 0
+    started, started_at = time.monotonic(), datetime.now(UTC)
+    qualified = warehouse.qualify(spec.name)
+    state_table, _ = _meta_tables(warehouse.schema)
+    statement = sa.text(f"DELETE FROM {qualified} WHERE {_as_text(column)} IN :values").bindparams(
+        sa.bindparam("values", expanding=True)
+    )
+    with warehouse.begin(write=True) as conn:
+        warehouse.lock(conn, f"share:{spec.name}")
+        state = read_state(warehouse, conn, spec.name)
+        deleted = int(conn.execute(statement, {"values": sorted(values)}).rowcount or 0)
+        if state is not None:
+            conn.execute(
+                state_table.update()
+                .where(state_table.c.dataset == spec.name)
+                .values(row_count=_row_count(conn, qualified))
+            )
+        outcome = _Outcome(
+            status="erased",
+            deleted=deleted,
+            strategy="erasure",
+            previous=int(state["delta_version"]) if state else None,
+            version=int(state["delta_version"]) if state else -1,
+        )
+        mode = (state or {}).get("mode") or "merge"
+        _record_load(warehouse, conn, _ledger_row(spec, mode, run_id, outcome, started, started_at))
+    return deleted
+
+
+def reclaim_space(warehouse: Warehouse, tables: Iterable[str]) -> None:
+    """Rewrite storage so deleted rows are gone from disk, not just invisible: SQLite's VACUUM (free
+    pages keep deleted rows' bytes), PostgreSQL's VACUUM of each table (dead tuples)."""
+    tables = list(tables)
+    if not tables:
+        return
+    if warehouse.dialect == "sqlite":
+        raw = warehouse.engine.raw_connection()
+        try:
+            driver = raw.driver_connection
+            previous, driver.isolation_level = driver.isolation_level, None
+            try:
+                driver.execute("VACUUM")
+            finally:
+                driver.isolation_level = previous
+        finally:
+            raw.close()
+        return
+    with warehouse.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in [*tables, STATE_TABLE, LOADS_TABLE]:
+            conn.exec_driver_sql(f"VACUUM {warehouse.qualify(table)}")

@@ -61,6 +61,20 @@ def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, CommitFailedError) or "already exists" in text or "Failed to commit" in text
 
 
+def _newer_or_later(newer_field: str | None, tie_field: str) -> str:
+    """A merge predicate: the incoming row is newer by ``newer_field`` (a value beats null), or as new
+    and later by ``tie_field``: the order a full rebuild's last-wins collapse gives."""
+    tie = quote_ident(tie_field)
+    later = f"(t.{tie} IS NULL OR s.{tie} >= t.{tie})"
+    if not newer_field:
+        return later
+    f = quote_ident(newer_field)
+    return (
+        f"(s.{f} IS NOT NULL AND (t.{f} IS NULL OR s.{f} > t.{f})) "
+        f"OR ((s.{f} = t.{f} OR (s.{f} IS NULL AND t.{f} IS NULL)) AND {later})"
+    )
+
+
 class Lake:
     """The Delta tables of one namespace: <root>/<zone>/<dataset> (cleaned, quarantine, aggregated, _meta)."""
 
@@ -259,11 +273,14 @@ class Lake:
         newer_field: str | None,
         state: dict,
         base,
+        tie_field: str | None = None,
     ):
         """Upsert ``frame`` on ``key``; an older row (by ``newer_field``) never overwrites a newer one.
 
         Ties go to the incoming row, so a later batch wins over an earlier one, as arrival order does
-        within a batch. Extra columns are added to the table's schema. Returns the new DeltaTable.
+        within a batch. With ``tie_field`` (reprocessing, where the incoming rows may be the older
+        arrivals) a tie goes to the row whose ``tie_field`` is greater, e.g. the later raw file.
+        Extra columns are added to the table's schema. Returns the new DeltaTable.
         """
         if base is None:
             return self.overwrite(zone, name, frame, state=state, base=None, partition_by=[PARTITION])
@@ -281,7 +298,9 @@ class Lake:
                 streamed_exec=False,
                 commit_properties=properties,
             )
-            if newer_field:
+            if tie_field:
+                merger = merger.when_matched_update_all(predicate=_newer_or_later(newer_field, tie_field))
+            elif newer_field:
                 field = quote_ident(newer_field)
                 newer = f"t.{field} IS NULL OR (s.{field} IS NOT NULL AND s.{field} >= t.{field})"
                 merger = merger.when_matched_update_all(predicate=newer)
@@ -459,3 +478,38 @@ class Lake:
         return table.vacuum(
             retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False, full=True
         )
+
+    def vacuum_now(self, zone: str, name: str, *, keep_log_from: int | None = None) -> list[str]:
+        """Make rows removed from a table unrecoverable: vacuum with no retention, then drop old log entries.
+
+        Deletes every data file the newest version does not reference (retention 0: time travel to any
+        earlier version ends here), writes a checkpoint at the newest version, and deletes the JSON
+        commits before ``keep_log_from`` (default: the newest commit that carries pipelines state, so
+        :func:`~pipelines.lake.state.state_at` still finds it) and older checkpoints, whose file
+        statistics (column minimums and maximums) can hold removed values. Returns the data files deleted.
+        Erasure (``forget``) calls it for every table it rewrote; it is not for routine maintenance.
+        """
+        deleted = self.vacuum(zone, name, retention_hours=0)
+        table = self.table(zone, name)
+        if table is None:
+            return deleted
+        latest = table.version()
+        if keep_log_from is None:
+            keep_log_from = latest
+            for commit in table.history(limit=latest + 1):
+                if STATE_KEY in commit and int(commit.get("version", -1)) <= latest:
+                    keep_log_from = min(keep_log_from, int(commit["version"]))
+                    break
+        table.create_checkpoint()
+        log = f"{zone}/{name}/_delta_log"
+        for rel in self.storage.glob(f"{log}/*"):
+            base = rel.rsplit("/", 1)[-1]
+            stem = base.split(".", 1)[0]
+            if not stem.isdigit():
+                continue
+            number = int(stem)
+            old_commit = base.endswith(".json") and number < keep_log_from
+            old_checkpoint = ".checkpoint." in base and number < latest
+            if old_commit or old_checkpoint or (base.endswith(".crc") and number < keep_log_from):
+                self.storage.delete(rel)
+        return deleted

@@ -339,6 +339,7 @@ def _conform(spec: DatasetSpec, frame: pl.DataFrame) -> pl.DataFrame:
         dupes = frame.filter(pl.struct(list(spec.primary_key)).is_duplicated())
         if dupes.height:
             example = dupes.select(spec.primary_key).row(0, named=True)
+            example = {k: "(not shown: PII)" if k in spec.pii_columns else v for k, v in example.items()}
             raise TransformError(
                 f"{where} returned {dupes.height} rows that share a primary key ({'|'.join(spec.primary_key)}), "
                 f"e.g. {example}. Each key must appear once: group or deduplicate in the transform."

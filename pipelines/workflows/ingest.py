@@ -11,7 +11,8 @@ A first load (no table yet, or a full refresh) cleans every batch before its fir
 appends each batch's winners instead of merging (see ``_stream``). A crash leaves a consistent prefix
 and the next run, on any machine, continues from there. A full
 dataset's snapshot is replaced in one overwrite commit. A concurrent run's commit makes this run
-re-plan from the new state (optimistic concurrency; see docs/ingestion.md).
+re-plan from the new state (optimistic concurrency; see docs/ingestion.md); runs of one dataset take a slot
+of its Prefect concurrency limit around clean-and-commit, so they rarely race (docs/backfill.md#limits).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, PrivateAttr
 
-from pipelines.components import batches, cleaning, quality
+from pipelines.components import batches, cleaning, limits, quality
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
@@ -347,6 +348,8 @@ def _batch(
     files = sorted({u.rel for u in units})
     _schema_policy(spec, cleaned.extra, table, files, result)
     for rel, reason in zip(cleaned.rejected_files, cleaned.rejections, strict=True):
+        if spec.pii_columns:  # a parser's message can quote the file's content
+            reason = f"see quarantine/{spec.name} (not logged: the dataset has PII columns)"
         get_run_logger().warning("Rejected whole file %s: %s", rel, reason)
         if rel not in result.rejected_files:
             result.rejected_files.append(rel)
@@ -784,7 +787,10 @@ def ingest(
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
     landed = _land(spec, settings, storage, state, run_id)
-    result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
+    # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
+    # runs of one dataset clean and commit one at a time
+    with limits.slot(settings.namespace, spec.name, settings=settings):
+        result = _clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
     result.skipped_files = landed.skipped
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(

@@ -117,6 +117,7 @@ def _validate(
         parameters=parameters,
         unresolved=unresolved,
     )
+    quality.redact_outcomes(outcomes, spec.pii_columns)
     for outcome in outcomes:
         outcome.action = (
             "passed" if outcome.success else ("failed" if outcome.severity == "error" else "warned")

@@ -39,6 +39,7 @@ EXPECTED = [
     "peer",
     "memory",
     "small_ingest",
+    "slot",
     "cold_start",
     "state_read",
 ]
