@@ -8,8 +8,11 @@ with its state, so memory stays bounded by the batch, not the input.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import polars as pl
 
@@ -47,6 +50,10 @@ class Unit:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def consumed(self) -> Unit:
+        """This unit without its bytes: what a batch waiting for its commit still needs."""
+        return Unit(self.rel, self.number, b"", self.line_offset, self.span, self.done, self.resume, None)
 
 
 def _chunkable(spec: DatasetSpec, rel: str) -> bool:
@@ -172,3 +179,90 @@ def clean(spec: DatasetSpec, parsed: Iterable[tuple[str, cleaning.Parsed]]) -> C
     bad = pl.concat([cast.bad, *rejects], how="vertical_relaxed") if rejects else cast.bad
     good, collapsed = cleaning.collapse_duplicates(cast.good, spec.primary_key, spec.incremental_field)
     return Cleaned(good, bad, rows_in, rows_bad, collapsed, rejected, reasons, extra)
+
+
+class Staged:
+    """A first load's cleaned batches, held until every batch is cleaned, then committed as appends.
+
+    Only the winners of a first load need writing: a row that a row of another batch supersedes is
+    dropped instead of being merged over. Knowing which rows lose takes every batch's keys, so the
+    batches are cleaned first: each batch's rows wait as an Arrow file in a local temporary folder
+    (all but the newest, which stays in memory until :meth:`spill`). :meth:`superseded` then reads
+    back only the primary key, incremental field and arrival order, one key-hash bucket at a time, and
+    names the losers with the same rule as :func:`cleaning.collapse_duplicates` (latest by the
+    incremental field, ties to the later arrival); :meth:`frames` gives the batches back in order.
+    Use as a context manager: the folder is removed on exit.
+    """
+
+    def __init__(self, primary_key: Iterable[str], incremental_field: str | None) -> None:
+        self._key = list(primary_key)
+        self._newer = incremental_field
+        self._folder: Path | None = None
+        self._frames: list[pl.DataFrame | Path] = []
+        self._heights: list[int] = []
+
+    def __enter__(self) -> Staged:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._frames.clear()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def spill(self) -> None:
+        """Move the batch held in memory to disk (call before cleaning the next batch)."""
+        if self._frames and isinstance(self._frames[-1], pl.DataFrame):
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="pipelines-ingest-"))
+            path = self._folder / f"batch-{len(self._frames) - 1:06d}.arrow"
+            self._frames[-1].write_ipc(path, compression="uncompressed")
+            self._frames[-1] = path
+
+    def add(self, good: pl.DataFrame) -> None:
+        """Hold a batch's rows to commit (with the ``_seq`` column) in memory, until :meth:`spill`."""
+        self.spill()
+        self._frames.append(good)
+        self._heights.append(good.height)
+
+    def superseded(self) -> pl.Series:
+        """``_seq`` of the held rows that a held row of another batch supersedes (empty: keys disjoint)."""
+        none = pl.Series(cleaning.SEQ, [], pl.Int64)
+        held = [item for item, height in zip(self._frames, self._heights, strict=True) if height]
+        if not self._key or len(held) < 2:
+            return none
+        columns = [*self._key, *([self._newer] if self._newer else []), cleaning.SEQ]
+        key = pl.col(self._key[0]) if len(self._key) == 1 else pl.struct(self._key)
+        # Key-hash buckets of about one batch's rows each: the keys are never all in memory at once.
+        buckets = max(1, -(-sum(self._heights) // max(self._heights)))
+        losers = []
+        for bucket in range(buckets):
+            parts = []
+            for item in held:
+                rows = pl.scan_ipc(item) if isinstance(item, Path) else item.lazy()
+                rows = rows.select(columns)
+                if buckets > 1:
+                    rows = rows.filter(key.hash(seed=0) % buckets == bucket)
+                parts.append(rows.collect())
+            frame = pl.concat(parts, how="vertical_relaxed")
+            del parts
+            repeated = frame.filter(key.is_duplicated())  # within a batch keys are unique already
+            del frame
+            if repeated.height:
+                kept, _ = cleaning.collapse_duplicates(repeated, tuple(self._key), self._newer)
+                losers.append(repeated.join(kept.select(cleaning.SEQ), on=cleaning.SEQ, how="anti"))
+        return pl.concat(losers).get_column(cleaning.SEQ) if losers else none
+
+    def frames(self) -> Iterator[pl.DataFrame]:
+        """The held batches in order (each read back from disk when it was moved there)."""
+        for index, item in enumerate(self._frames):
+            if isinstance(item, Path):
+                frame = pl.read_ipc(item)
+                item.unlink()
+            else:
+                frame = item
+            self._frames[index] = pl.DataFrame()
+            yield frame

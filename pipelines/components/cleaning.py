@@ -792,8 +792,8 @@ def _affix_pattern(affixes: tuple[str, ...]) -> str:
     return rf"(?is)^(?:{options})?\s*(.*?)\s*(?:{options})?$"
 
 
-def _number_text(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
-    expr = expr.str.strip_chars()
+def _number_text(expr: pl.Expr, col: ColumnSpec, strip: bool = True) -> pl.Expr:
+    expr = expr.str.strip_chars() if strip else expr
     if col.affixes:
         expr = expr.str.extract(_affix_pattern(col.affixes), 1)
     if col.thousands:
@@ -803,8 +803,13 @@ def _number_text(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
     return expr
 
 
-def _parse_expr(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
-    """Text -> the column's type; a value that does not parse becomes null (and is caught)."""
+def _parse_expr(expr: pl.Expr, col: ColumnSpec, strip: bool = True) -> pl.Expr:
+    """Text -> the column's type; a value that does not parse becomes null (and is caught).
+
+    ``strip=False`` skips trimming surrounding whitespace for integers, floats, dates and datetimes:
+    a value that parses untrimmed parses to the same value trimmed, and one that does not is parsed
+    again trimmed (see :func:`cast_to_contract`).
+    """
     dtype = col.dtype
     if col.type == "string":
         return expr
@@ -816,7 +821,7 @@ def _parse_expr(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
         too_precise = text.str.contains(rf"\.\d{{{dtype.scale}}}\d*[1-9]0*$")
         return pl.when(too_precise).then(pl.lit(None, dtype)).otherwise(text.cast(dtype, strict=False))
     if col.type.startswith(("int", "float")):
-        return _number_text(expr, col).cast(dtype, strict=False)
+        return _number_text(expr, col, strip).cast(dtype, strict=False)
     if col.type == "bool":
         lowered = expr.str.strip_chars().str.to_lowercase()
         return (
@@ -826,7 +831,7 @@ def _parse_expr(expr: pl.Expr, col: ColumnSpec) -> pl.Expr:
             .then(pl.lit(False))
             .otherwise(pl.lit(None, pl.Boolean))
         )
-    stripped = expr.str.strip_chars()
+    stripped = expr.str.strip_chars() if strip else expr
     if col.type == "date":
         formats = col.formats or _DEFAULT_DATE_FORMATS
         return pl.coalesce([stripped.str.strptime(pl.Date, f, strict=False) for f in formats])
@@ -903,6 +908,7 @@ def cast_to_contract(
         frame = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
 
     cleaned_exprs, typed_exprs, flag_exprs = [], [], []
+    exact: dict[int, tuple[pl.Expr, pl.Expr]] = {}  # text columns parsed untrimmed at first
     rules: list[tuple[str, ColumnSpec, bool]] = []
     for index, (name, col) in enumerate(contract.columns.items()):
         raw = pl.col(name)
@@ -910,10 +916,17 @@ def cast_to_contract(
             cleaned = raw
             if null_values:
                 cleaned = pl.when(raw.is_in(null_values)).then(pl.lit(None, pl.String)).otherwise(raw)
-            cleaned = (
+            blank_is_null = (
                 pl.when(cleaned.str.strip_chars() == "").then(pl.lit(None, pl.String)).otherwise(cleaned)
             )
             typed = _parse_expr(pl.col(f"__c{index}"), col)
+            if col.type.startswith(("int", "float", "date")):
+                # Trimming and the blank test cost a pass over every value each; a blank or padded
+                # value does not parse untrimmed, so only a column with a failure pays for them.
+                exact[index] = (blank_is_null, typed)
+                typed = _parse_expr(pl.col(f"__c{index}"), col, strip=False)
+            else:
+                cleaned = blank_is_null
         else:
             cleaned = raw
             typed = _cast_typed(pl.col(f"__c{index}"), col, frame.schema[name])
@@ -926,10 +939,21 @@ def cast_to_contract(
         rules.append((name, col, required))
 
     lineage = [c for c in LINEAGE if c in frame.columns]
+    parsed = frame.lazy().with_columns(cleaned_exprs).with_columns(typed_exprs).collect()
+    if exact:
+        failing = parsed.select(
+            (pl.col(f"__c{i}").is_not_null() & pl.col(f"__t{i}").is_null()).any().alias(str(i)) for i in exact
+        ).row(0)
+        again = [i for i, failed in zip(exact, failing, strict=True) if failed]
+        if again:
+            parsed = (
+                parsed.lazy()
+                .with_columns(exact[i][0].alias(f"__c{i}") for i in again)
+                .with_columns(exact[i][1].alias(f"__t{i}") for i in again)
+                .collect()
+            )
     staged = (
-        frame.lazy()
-        .with_columns(cleaned_exprs)
-        .with_columns(typed_exprs)
+        parsed.lazy()
         .with_columns(flag_exprs)
         .with_columns(
             pl.any_horizontal([f"__f{i}" for i in range(len(rules))]).alias("__bad")
@@ -1005,6 +1029,16 @@ def _format_hint(col: ColumnSpec) -> str:
     return f" ({'; '.join(notes)})" if notes else ""
 
 
+def _unique_order(seq: pl.Series) -> bool:
+    """Whether every row has its own arrival number: strictly increasing (as parsed) is checked in one
+    cheap pass; only otherwise is the column hashed."""
+    if seq.null_count():
+        return False
+    if seq.len() < 2 or bool((seq.diff(null_behavior="drop") > 0).all()):
+        return True
+    return bool(seq.is_unique().all())
+
+
 def collapse_duplicates(
     frame: pl.DataFrame, primary_key: tuple[str, ...], incremental_field: str | None
 ) -> tuple[pl.DataFrame, int]:
@@ -1021,11 +1055,7 @@ def collapse_duplicates(
     if not duplicated.any():
         return frame, 0
     order = ([incremental_field] if incremental_field else []) + ([SEQ] if SEQ in frame.columns else [])
-    if (
-        SEQ in frame.columns
-        and frame.get_column(SEQ).null_count() == 0
-        and frame.get_column(SEQ).is_unique().all()
-    ):
+    if SEQ in frame.columns and _unique_order(frame.get_column(SEQ)):
         # Rank only the rows whose key repeats (usually few), then keep every other row as it is,
         # in its original order: the same winners as ranking the whole frame, without sorting it.
         contenders = frame.filter(duplicated).sort(order, nulls_last=False)

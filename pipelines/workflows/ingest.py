@@ -7,7 +7,9 @@ bounded batches (:mod:`pipelines.components.batches`): each batch is parsed, cas
 quarantined with reasons, collapsed last-wins on the primary key, checked by the contract's
 expectations and committed (a merge where an older row never overwrites a newer one) together with
 the state it reaches: watermark, ledger of consumed raw files and how far into a file a batch got.
-A crash leaves a consistent prefix and the next run, on any machine, continues from there. A full
+A first load (no table yet, or a full refresh) cleans every batch before its first commit and then
+appends each batch's winners instead of merging (see ``_stream``). A crash leaves a consistent prefix
+and the next run, on any machine, continues from there. A full
 dataset's snapshot is replaced in one overwrite commit. A concurrent run's commit makes this run
 re-plan from the new state (optimistic concurrency; see docs/ingestion.md); runs of one dataset take a slot
 of its Prefect concurrency limit around clean-and-commit, so they rarely race (docs/backfill.md#limits).
@@ -17,13 +19,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from pipelines.components import batches, cleaning, limits, quality
 from pipelines.components.alerts import run_hooks
@@ -91,6 +94,9 @@ class IngestResult(BaseModel):
     validation_issues: list[str] = Field(
         default=[], description="every check that did not pass and its action"
     )
+    _committed: Any = PrivateAttr(
+        default=None
+    )  # a copy as of the last committed batch (not part of the result)
 
 
 # landing --------------------------------------------------------------------------------------
@@ -250,14 +256,17 @@ def _pending(
     return out
 
 
-def _finish(spec: DatasetSpec, good: pl.DataFrame, run_id: str, now: datetime) -> pl.DataFrame:
+def _finish(
+    spec: DatasetSpec, good: pl.DataFrame, run_id: str, now: datetime, keep_seq: bool = False
+) -> pl.DataFrame:
     """Add the lake's columns (partition, run id, ingested at) and drop the parse bookkeeping."""
     partition_col = spec.contract.columns.get(spec.partition_field) if spec.partition_field else None
+    bookkeeping = [cleaning.SOURCE_LINE] if keep_seq else [cleaning.SEQ, cleaning.SOURCE_LINE]
     return good.with_columns(
         cleaning.partition_expr(partition_col, spec.partition_field),
         pl.lit(run_id).alias(RUN_ID),
         pl.lit(now).dt.replace_time_zone("UTC").alias(INGESTED_AT),
-    ).drop(cleaning.SEQ, cleaning.SOURCE_LINE, strict=False)
+    ).drop(bookkeeping, strict=False)
 
 
 def _schema_policy(
@@ -332,6 +341,7 @@ def _batch(
     result: IngestResult,
     run_id: str,
     now: datetime,
+    keep_seq: bool = False,
 ):
     """Clean one batch and run its checks; returns (rows to commit, quarantine rows, counts)."""
     cleaned = batches.clean(spec, ((u.rel, batches.parse_unit(u, spec)) for u in units))
@@ -352,7 +362,19 @@ def _batch(
     )
     bad = pl.concat([cleaned.bad, check.quarantine], how="vertical_relaxed")
     rows_bad = cleaned.rows_bad + check.quarantine.height
-    return _finish(spec, check.kept, run_id, now), bad, cleaned, check, rows_bad
+    return _finish(spec, check.kept, run_id, now, keep_seq), bad, cleaned, check, rows_bad
+
+
+@dataclass
+class _Ready:
+    """A cleaned batch whose rows wait for their commit: the state it reaches and its counts."""
+
+    units: list[batches.Unit]  # without their bytes
+    now: datetime
+    watermark: str | None
+    late: int
+    rows_in: int
+    rows_bad: int
 
 
 def _stream(
@@ -366,73 +388,162 @@ def _stream(
     batch_bytes: int,
     result: IngestResult,
 ) -> None:
-    """Incremental: commit the pending raw files batch by batch, each with the state it reaches."""
-    logger = get_run_logger()
+    """Incremental: commit the pending raw files batch by batch, each with the state it reaches.
+
+    A first load (no table yet, or a full refresh) cleans every batch first and then commits each
+    batch's winners as a plain append; later runs merge each batch into the table.
+    """
     pending = _pending(spec, state, landed, full_refresh)
     if not pending:
         return
-    files: dict[str, str] = {} if full_refresh else dict((state or {}).get("files", {}))
-    partial: dict[str, dict] = {} if full_refresh else dict((state or {}).get("partial", {}))
+    consumed = _Ledger(
+        files={} if full_refresh else dict((state or {}).get("files", {})),
+        partial={} if full_refresh else dict((state or {}).get("partial", {})),
+    )
     watermark = None if full_refresh else (state or {}).get("watermark")
-    started_from = result.watermark_before
-    stream = batches.units(lake.storage, spec, pending, batch_bytes)
-    for units in batches.batches(stream, batch_bytes):
-        now = datetime.now(UTC)
-        good, bad, cleaned, check, rows_bad = _batch(spec, lake, units, table, result, run_id, now)
-        late, watermark = _late_and_watermark(spec, good, started_from, watermark)
+    stream = batches.batches(batches.units(lake.storage, spec, pending, batch_bytes), batch_bytes)
+    first_load = table is None or full_refresh
+    if not first_load:
+        for units in stream:
+            ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
+            watermark = ready.watermark
+            good = good.drop(cleaning.SEQ) if good.width else lake.empty_like(table)
+            table = _commit(spec, lake, table, ready, good, consumed, result, merge=True)
+        return
+    with batches.Staged(spec.primary_key, spec.incremental_field) as staged:
+        held: list[_Ready] = []
+        try:
+            for units in stream:
+                staged.spill()  # the previous batch's rows go to disk before this one is cleaned
+                ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
+                watermark = ready.watermark
+                staged.add(good)
+                held.append(ready)
+                del good
+        except Exception:
+            # A batch that stops the run (validation, schema policy) leaves the ones before it committed.
+            _append_winners(spec, lake, table, staged, held, consumed, result)
+            raise
+        _append_winners(spec, lake, table, staged, held, consumed, result)
+
+
+def _append_winners(
+    spec: DatasetSpec,
+    lake: Lake,
+    table,
+    staged: batches.Staged,
+    held: list[_Ready],
+    consumed: _Ledger,
+    result: IngestResult,
+) -> None:
+    """Commit a first load's cleaned batches in order, each with only the rows no other batch supersedes."""
+    if not held:
+        return
+    losers = staged.superseded()
+    for ready, good in zip(held, staged.frames(), strict=True):
+        winners = good.filter(~pl.col(cleaning.SEQ).is_in(losers.implode())) if losers.len() else good
+        dropped = good.height - winners.height
+        result.written -= dropped  # superseded by a row of another batch of this run
+        result.duplicates_collapsed += dropped
+        table = _commit(spec, lake, table, ready, winners.drop(cleaning.SEQ), consumed, result, merge=False)
+        del good, winners
+
+
+@dataclass
+class _Ledger:
+    """The raw files the table has consumed so far: wholly (by hash), or up to an offset."""
+
+    files: dict[str, str]
+    partial: dict[str, dict]
+
+    def consume(self, units: list[batches.Unit]) -> None:
         for unit in units:
             if unit.done:
-                files[raw_hash(unit.rel)] = unit.rel
-                partial.pop(unit.rel, None)
+                self.files[raw_hash(unit.rel)] = unit.rel
+                self.partial.pop(unit.rel, None)
             else:
-                partial[unit.rel] = unit.resume
-        touched = sorted(good.get_column(PARTITION).unique().to_list()) if good.height else []
-        new_state = {
-            "run_id": run_id,
-            "at": now.isoformat(),
-            "watermark": watermark,
-            "files": files,
-            "partial": partial,
-            "snapshot": [],
-            "touched_partitions": touched,
-        }
-        quarantine.replace(lake, spec.name, bad, run_id, now, [u.span for u in units])
-        held = check.held_back
-        _account(spec, result, cleaned.rows_in, good.height, rows_bad, cleaned.collapsed, held)
-        _report_validation(lake, spec, check, result, now)
-        if table is None and good.height == 0 and not good.width:
-            raise PipelinesError(
-                f"{spec.name}: a batch produced no columns; this is a bug, please report it."
-            )
-        if table is None or (full_refresh and result.batches == 0):
-            table = lake.overwrite(
-                CLEANED, spec.name, good, state=new_state, base=table, partition_by=[PARTITION]
-            )
-        else:
-            table = lake.merge(
-                CLEANED,
-                spec.name,
-                good if good.width else lake.empty_like(table),
-                key=spec.primary_key,
-                newer_field=spec.incremental_field,
-                state=new_state,
-                base=table,
-            )
-        result.batches += 1
-        result.late_rows += late
-        result.watermark_after = watermark
-        result.touched_partitions = sorted(set(result.touched_partitions) | set(touched))
-        result.processed_files += [u.rel for u in units if u.done and u.rel not in result.processed_files]
-        result.cleaned_version = table.version()
-        logger.info(
-            "%s: batch %d committed (version %d): %d in, %d written, %d quarantined",
-            spec.name,
-            result.batches,
-            result.cleaned_version,
-            cleaned.rows_in,
-            good.height,
-            rows_bad,
+                self.partial[unit.rel] = unit.resume
+
+
+def _prepare(
+    spec: DatasetSpec,
+    lake: Lake,
+    units: list[batches.Unit],
+    table,
+    result: IngestResult,
+    run_id: str,
+    watermark: str | None,
+) -> tuple[_Ready, pl.DataFrame]:
+    """Clean and check one batch, record its quarantine rows and validation; returns its rows to commit."""
+    now = datetime.now(UTC)
+    good, bad, cleaned, check, rows_bad = _batch(spec, lake, units, table, result, run_id, now, keep_seq=True)
+    late, watermark = _late_and_watermark(spec, good, result.watermark_before, watermark)
+    quarantine.replace(lake, spec.name, bad, run_id, now, [u.span for u in units])
+    _account(spec, result, cleaned.rows_in, good.height, rows_bad, cleaned.collapsed, check.held_back)
+    _report_validation(lake, spec, check, result, now)
+    if table is None and good.height == 0 and not good.width:
+        raise PipelinesError(f"{spec.name}: a batch produced no columns; this is a bug, please report it.")
+    ready = _Ready([u.consumed() for u in units], now, watermark, late, cleaned.rows_in, rows_bad)
+    return ready, good
+
+
+def _commit(
+    spec: DatasetSpec,
+    lake: Lake,
+    table,
+    ready: _Ready,
+    good: pl.DataFrame,
+    consumed: _Ledger,
+    result: IngestResult,
+    *,
+    merge: bool,
+):
+    """Commit one batch's rows with the state it reaches (watermark, consumed raw files) in one commit."""
+    consumed.consume(ready.units)
+    touched = sorted(good.get_column(PARTITION).unique().to_list()) if good.height else []
+    new_state = {
+        "run_id": result.run_id,
+        "at": ready.now.isoformat(),
+        "watermark": ready.watermark,
+        "files": consumed.files,
+        "partial": consumed.partial,
+        "snapshot": [],
+        "touched_partitions": touched,
+    }
+    if table is None or (not merge and result.batches == 0):
+        table = lake.overwrite(
+            CLEANED, spec.name, good, state=new_state, base=table, partition_by=[PARTITION]
         )
+    elif merge:
+        table = lake.merge(
+            CLEANED,
+            spec.name,
+            good,
+            key=spec.primary_key,
+            newer_field=spec.incremental_field,
+            state=new_state,
+            base=table,
+        )
+    else:
+        table = lake.append(CLEANED, spec.name, good, state=new_state, base=table)
+    result.batches += 1
+    result.late_rows += ready.late
+    result.watermark_after = ready.watermark
+    result.touched_partitions = sorted(set(result.touched_partitions) | set(touched))
+    result.processed_files += [u.rel for u in ready.units if u.done and u.rel not in result.processed_files]
+    result.cleaned_version = table.version()
+    result._committed = None
+    result._committed = result.model_copy(deep=True)  # what a re-plan after a lost commit starts from
+    get_run_logger().info(
+        "%s: batch %d committed (version %d): %d in, %d written, %d quarantined",
+        spec.name,
+        result.batches,
+        result.cleaned_version,
+        ready.rows_in,
+        good.height,
+        ready.rows_bad,
+    )
+    return table
 
 
 def _snapshot(
@@ -508,6 +619,7 @@ def _clean_and_commit(
             schema_before = table.schema().to_arrow() if table is not None else None
             result.watermark_before = None if full_refresh else (state or {}).get("watermark")
             result.watermark_after = result.watermark_before
+            result._committed = result.model_copy(deep=True)
         # after a full refresh's first commit, the rest continues like an incremental run
         refresh = full_refresh and result.batches == 0
         try:
@@ -516,7 +628,12 @@ def _clean_and_commit(
             )
             break
         except CommitConflict as exc:
-            result.conflicts += 1
+            # Batches counted but not committed are counted again when the re-plan processes them.
+            committed, conflicts = result._committed, result.conflicts
+            for name in IngestResult.model_fields:
+                setattr(result, name, getattr(committed, name))
+            result._committed = committed
+            result.conflicts = conflicts + 1
             if attempt == _ATTEMPTS:
                 raise PipelinesError(
                     f"{spec.name}: {_ATTEMPTS} commits in a row lost to concurrent runs of this dataset. "

@@ -131,3 +131,32 @@ def test_an_affix_that_would_change_the_number_is_refused(tmp_path, affix):
     assert [p.message for p in problems] == [
         "an affix must not contain digits or be only a sign or separator; it would change the number."
     ]
+
+
+def test_padded_and_blank_numbers_and_datetimes_cast_as_trimmed_and_null(tmp_path):
+    # typed text columns are parsed untrimmed first; a column with a failure is parsed again trimmed
+    columns = (
+        "  n: {type: int64}\n  f: {type: float64}\n  d: {type: date}\n"
+        '  t: {type: datetime, format: "%Y-%m-%d %H:%M:%S", nullable: false}\n'
+    )
+    clean = {
+        "n": ["1", "2"],
+        "f": ["1.5", "2"],
+        "d": ["2024-01-02", "2024-01-03"],
+        "t": ["2024-01-02 10:00:00"] * 2,
+    }
+    padded = {
+        "n": [" 1 ", "2"],
+        "f": ["1.5", "  "],
+        "d": [" 2024-01-02", "2024-01-03"],
+        "t": ["2024-01-02 10:00:00 ", "2024-01-02 10:00:00"],
+    }
+    assert _cast(tmp_path, columns, clean).bad.height == 0
+    result = _cast(tmp_path, columns, padded)
+    assert result.bad.height == 0
+    assert result.good.rows() == [
+        (1, 1.5, dt.date(2024, 1, 2), dt.datetime(2024, 1, 2, 10)),
+        (2, None, dt.date(2024, 1, 3), dt.datetime(2024, 1, 2, 10)),
+    ]
+    blank_required = _cast(tmp_path, columns, {**clean, "t": ["2024-01-02 10:00:00", "   "]})
+    assert blank_required.bad.select("column", "rule").rows() == [("t", "not_null")]

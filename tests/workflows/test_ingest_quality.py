@@ -277,3 +277,21 @@ def test_reference_to_another_dataset(env):
     result = ingest("orders")
     assert result.quarantined == 1  # only 'weird' is unknown
     assert "value_set=$statuses.code): status = weird" in env.quarantine().get_column("reason")[0]
+
+
+def test_a_batch_stopped_during_a_first_load_leaves_the_batches_before_it_committed(env):
+    rows_at_least_2 = "  - expect_table_row_count_to_be_between: {min_value: 2}\n"
+    env.registry([_orders_row()], {"orders": _contract(rows_at_least_2)})
+    first = HEADER + "1,1.00,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n" + ROWS.split("\n", 1)[1]
+    env.land("a.csv", first)
+    # the second batch repeats order 1 with a newer row, but it stops: the first batch's row is kept
+    env.land("b.csv", HEADER + "1,9.00,2024-01-01 10:00:00,2024-01-05 10:00:00,paid\n")
+    with pytest.raises(ValidationFailedError) as info:
+        ingest("orders", batch_bytes=len(first.encode()))  # one batch per file
+    result = info.value.result
+    assert (result.batches, result.written, result.held_back) == (1, 6, 1)
+    _conserved(result)
+    cleaned = env.cleaned()
+    assert cleaned.height == 6
+    assert cleaned.filter(pl.col("order_id") == 1).get_column("status").to_list() == ["new"]
+    assert len(env.lake.state("cleaned", "orders")["files"]) == 1  # b.csv stays pending

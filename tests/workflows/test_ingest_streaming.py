@@ -181,6 +181,8 @@ def test_two_concurrent_ingests_with_different_files_give_exactly_the_union(
     first, second_exit = _run_concurrently(monkeypatch, orders, lambda: _land(orders, "b.csv", files[1]))
     assert second_exit == 0
     assert first.conflicts >= 1  # the paused run lost its commit and re-planned
+    # the other run committed both files, so the paused run counts nothing it had cleaned before
+    assert (first.status, first.rows_in, first.written, first.quarantined) == ("no_new_data", 0, 0, 0)
     assert _cleaned(lake).equals(_expected(files))
     state = lake.state("cleaned", "orders")
     assert len(state["files"]) == 2 and state["partial"] == {}
@@ -254,3 +256,36 @@ def test_cleanup_vacuum_removes_orphan_files_of_a_killed_commit(orders):
     result = cleanup("orders", vacuum_hours=1)
     assert result.vacuumed == [str(orphan.relative_to(table))] and not orphan.exists()
     assert _cleaned(lake).equals(before)
+
+
+def test_a_first_load_appends_winners_and_a_quarantined_later_row_does_not_hide_the_earlier_one(orders):
+    # key 1: newest version in the second file, but its amount is bad (quarantined): the first file's
+    # row must stay; key 2: the second file's newer row wins; key 3: the first file's newer row wins.
+    _land(
+        orders,
+        "part-0.csv",
+        [
+            '1,1.5,2024-01-01 09:00:00,2024-01-01 10:00:00,"one-old"\n',
+            '2,1.5,2024-01-01 09:00:00,2024-01-01 10:00:00,"two-old"\n',
+            '3,1.5,2024-01-02 09:00:00,2024-01-03 10:00:00,"three-newest"\n',
+        ]
+        + [f'{k},2.5,2024-01-03 09:00:00,2024-01-03 10:00:00,"filler"\n' for k in range(100, 140)],
+    )
+    _land(
+        orders,
+        "part-1.csv",
+        [
+            '1,x,2024-01-01 09:00:00,2024-01-02 10:00:00,"one-bad"\n',
+            '2,1.5,2024-01-02 09:00:00,2024-01-02 10:00:00,"two-new"\n',
+            '3,1.5,2024-01-02 09:00:00,2024-01-02 10:00:00,"three-stale"\n',
+        ],
+    )
+    result = ingest("orders", batch_bytes=512)
+    lake = Lake(Storage(str(orders / "data" / "test")))
+    statuses = dict(lake.read("cleaned", "orders").select("order_id", "status").iter_rows())
+    assert (statuses[1], statuses[2], statuses[3]) == ("one-old", "two-new", "three-newest")
+    assert result.rows_in == result.written + result.quarantined + result.duplicates_collapsed
+    assert result.written == lake.read("cleaned", "orders").height  # superseded rows are never written
+    operations = [c["operation"] for c in lake.table("cleaned", "orders").history()]
+    assert result.batches > 2
+    assert operations.count("WRITE") == result.batches and "MERGE" not in operations
