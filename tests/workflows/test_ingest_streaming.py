@@ -170,6 +170,9 @@ def _run_concurrently(monkeypatch, root: Path, second_file) -> int:
 def test_two_concurrent_ingests_with_different_files_give_exactly_the_union(
     orders, monkeypatch, request, where
 ):
+    # Two slots per dataset: by default the second run would wait for the paused one's slot
+    # (tests/components/test_limits.py); this checks what guards writers that do not share a bound.
+    monkeypatch.setenv("PIPELINES_MAX_DATASET_RUNS", "2")
     if where == "s3":
         s3 = request.getfixturevalue("s3")
         monkeypatch.setenv("PIPELINES_DATA_URL", f"{s3.url}/lake")
