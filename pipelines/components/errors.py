@@ -46,3 +46,15 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> UnknownNameErr
 
 class NamespaceIsolationError(PipelinesError):
     """A write aimed outside the namespace's own prefix (e.g. research writing into serving's data)."""
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Prefect's ``retry_condition_fn`` (called with task, task_run, state): retry only a transient error
+    (network, 429/5xx, lock timeouts; see ``sources.is_transient``), raised itself or as the cause."""
+    from pipelines.components.sources import is_transient
+
+    try:
+        state.result()
+    except Exception as exc:
+        return is_transient(exc) or is_transient(exc.__cause__ or exc)
+    return False

@@ -20,7 +20,7 @@ from prefect.context import TaskRunContext
 
 from pipelines.components import alerts, lineage
 from pipelines.components.environment import Settings, get_settings, settings_overrides
-from pipelines.components.errors import PipelinesError
+from pipelines.components.errors import PipelinesError, retry_transient
 from pipelines.components.graph import Graph, Step, build_graph
 from pipelines.components.registry import load_registry
 from pipelines.components.summary import RunSummary
@@ -96,17 +96,6 @@ def _run_dataset(step: Step, full_refresh: bool) -> Any:
     return result
 
 
-def _retry_transient(task, task_run, state) -> bool:
-    """Retry a dataset's task only on a transient error (network, 429/5xx, lock timeouts); its work resumes."""
-    from pipelines.components.sources import is_transient
-
-    try:
-        state.result()
-    except Exception as exc:
-        return is_transient(exc) or is_transient(exc.__cause__ or exc)
-    return False
-
-
 @task(
     name="dataset",
     task_run_name="{workflow} {dataset}",
@@ -114,7 +103,7 @@ def _retry_transient(task, task_run, state) -> bool:
     retries=2,
     retry_delay_seconds=[2, 8],
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 def _dataset_task(workflow: str, dataset: str, full_refresh: bool, settings: dict[str, str]) -> Any:
     """One dataset's workflow, under the flow's settings (a Dask worker has an environment of its own)."""

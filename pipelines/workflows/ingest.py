@@ -32,6 +32,7 @@ from pipelines.components import batches, cleaning, limits, quality
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
+from pipelines.components.errors import retry_transient as _retry_transient
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.results import RESULT_SERIALIZER
@@ -119,17 +120,6 @@ def _landing_storage(spec: DatasetSpec, settings: Settings) -> tuple[Storage, st
         root, pattern = "/".join(parts[:cut]) or "/", "/".join(parts[cut:])
         return Storage.from_settings(root, settings), pattern
     return Storage.from_settings(settings.landing_url, settings), source
-
-
-def _retry_transient(task, task_run, state) -> bool:
-    """Prefect's retry_condition_fn: called as fn(task=..., task_run=..., state=...); retry transient errors only."""
-    from pipelines.components.sources import is_transient
-
-    try:
-        state.result()
-    except Exception as exc:
-        return is_transient(exc)
-    return False
 
 
 @task(

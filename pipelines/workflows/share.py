@@ -13,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
+from pipelines.components.errors import retry_transient
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.components.results import RESULT_SERIALIZER
@@ -23,22 +24,12 @@ from pipelines.components.summary import artifact_key
 __all__ = ["ShareResult", "share", "share_in_task"]
 
 
-def _retry_transient(task, task_run, state) -> bool:
-    from pipelines.components.sources import is_transient
-
-    try:
-        state.result()
-    except Exception as exc:
-        return is_transient(exc) or is_transient(exc.__cause__ or exc)
-    return False
-
-
 @task(
     name="share to warehouse",
     retries=3,
     retry_delay_seconds=[2, 8, 30],
     retry_jitter_factor=0.5,
-    retry_condition_fn=_retry_transient,
+    retry_condition_fn=retry_transient,
 )
 def _share(
     spec: DatasetSpec,
