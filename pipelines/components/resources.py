@@ -11,7 +11,9 @@ import contextlib
 import os
 import posixpath
 import re
+import sqlite3
 import tempfile
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from pipelines.components.errors import ConfigError, NamespaceIsolationError
 from pipelines.components.secrets import find_secret
 
 _CHUNK = 8 * 1024 * 1024
+# How long a SQLite warehouse connection waits for another writer's lock before "database is locked".
+SQLITE_BUSY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -311,6 +315,28 @@ class TableInfo:
         return next((c for c in self.columns if c.name == name), None)
 
 
+def use_wal(dbapi_conn: sqlite3.Connection, timeout: float) -> None:
+    """Switch a SQLite database file to WAL mode (a no-op once it is WAL), waiting up to ``timeout`` s.
+
+    The switch reads the file's header, then upgrades that read lock to a write lock, and SQLite
+    never waits for a lock upgrade (busy_timeout does not apply: waiting could deadlock). So when two
+    connections open a new warehouse file at once (two shares, two processes), the one that loses
+    the race gets "database is locked" at once. Retrying is safe: once the winner has switched the
+    file, the switch is a no-op that only reads.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            if "database is locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
 class Warehouse:
     """A SQL warehouse: SQLite (one file per namespace) or PostgreSQL (one schema per namespace)."""
 
@@ -344,16 +370,14 @@ class Warehouse:
             database = self.url.database
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(self.url, connect_args={"timeout": 60})
+            engine = sa.create_engine(self.url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
             @sa.event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn, _record):
                 # Let SQLAlchemy's begin() emit BEGIN so a transaction can take the write lock.
                 dbapi_conn.isolation_level = None
-                cursor = dbapi_conn.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA busy_timeout=60000")
-                cursor.close()
+                dbapi_conn.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_SECONDS * 1000)}")
+                use_wal(dbapi_conn, SQLITE_BUSY_SECONDS)
 
             @sa.event.listens_for(engine, "begin")
             def _sqlite_begin(conn):

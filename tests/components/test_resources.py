@@ -1,11 +1,13 @@
+import sqlite3
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
 
 from pipelines.components.environment import Settings
 from pipelines.components.errors import ConfigError
-from pipelines.components.resources import Storage, Warehouse, quote_ident, schema_for
+from pipelines.components.resources import Storage, Warehouse, quote_ident, schema_for, use_wal
 
 
 def _failing_chunks():
@@ -97,6 +99,46 @@ def test_sqlite_transaction_rolls_back_on_error(tmp_path):
         raise RuntimeError("boom")
     with wh.begin() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM t").scalar() == 0
+
+
+def test_a_new_sqlite_warehouse_opened_while_another_connection_writes_it_waits_instead_of_failing(tmp_path):
+    # Two shares opening a new warehouse file at once: the one that switches the file to WAL second
+    # holds a read lock and needs the write lock the other has. SQLite does not wait for that upgrade
+    # (busy_timeout does not apply), so without a retry it fails at once with "database is locked".
+    path = tmp_path / "w.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the other connection holds the write lock of the new file
+    other.execute("CREATE TABLE first (v INTEGER)")
+    release = threading.Timer(0.3, other.execute, args=("COMMIT",))
+    release.start()
+    wh = Warehouse(f"sqlite:///{path}", "x")
+    try:
+        started = time.monotonic()
+        with wh.begin(write=True) as conn:
+            waited = time.monotonic() - started
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            conn.exec_driver_sql("CREATE TABLE second (v INTEGER)")
+        assert waited >= 0.25  # it waited for the other writer to finish
+        assert wh.table_names() == ["first", "second"]
+    finally:
+        release.join()
+        other.close()
+        wh.dispose()
+
+
+def test_use_wal_gives_up_after_its_timeout_with_sqlites_error(tmp_path):
+    path = tmp_path / "w.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # never released while the switch is tried
+    mine = sqlite3.connect(path, isolation_level=None, timeout=0.05)
+    try:
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            use_wal(mine, 0.2)
+        assert 0.1 <= time.monotonic() - started < 5
+    finally:
+        mine.close()
+        other.close()
 
 
 def test_postgres_warehouse_schema_per_namespace(postgres_url):
