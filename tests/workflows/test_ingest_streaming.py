@@ -100,20 +100,24 @@ def _log_versions(table: Path) -> int:
     return len(list(log.glob("*.json"))) if log.exists() else 0
 
 
-def _start_and_kill(root: Path, batch_bytes: int, ready) -> int:
-    """Run an ingest in a child process and kill -9 it once ``ready()`` holds; returns its exit code."""
+def _start_and_kill(root: Path, batch_bytes: int, ready, what: str) -> None:
+    """Run an ingest in a child process and kill -9 it once ``ready()`` holds (``what`` says when)."""
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]),
+        # A killed run keeps its slot of the dataset's limit (docs/backfill.md): with the default bound
+        # of one, the next child would wait for the dead one's slot forever instead of committing.
+        "PIPELINES_MAX_DATASET_RUNS": "3",
     }
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(batch_bytes)], env=env, cwd=root)
     try:
         deadline = time.monotonic() + 120
         while not ready() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        if child.poll() is None:
-            os.kill(child.pid, signal.SIGKILL)
-        return child.wait(30)
+        assert child.poll() is None, f"the ingest ended (exit code {child.returncode}) before {what}"
+        assert ready(), f"the ingest did not get to {what} within 120 s"
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(30) == -signal.SIGKILL
     finally:
         if child.poll() is None:
             child.kill()
@@ -126,12 +130,12 @@ def test_kill_between_and_during_batch_commits_then_rerun_gives_the_exact_rows(o
         _land(orders, f"part-{number}.csv", lines)
     table = orders / "data" / "test" / "cleaned" / "orders"
     # between commits: once two batches are committed
-    _start_and_kill(orders, 6000, lambda: _log_versions(table) >= 2)
+    _start_and_kill(orders, 6000, lambda: _log_versions(table) >= 2, "its second commit")
     between = _log_versions(table)
     # during a commit: as soon as the next batch's data file appears, before its log entry
     parquet = lambda: len(list(table.rglob("*.parquet")))  # noqa: E731
     seen = parquet()
-    _start_and_kill(orders, 6000, lambda: parquet() > seen)
+    _start_and_kill(orders, 6000, lambda: parquet() > seen, "writing a new data file")
     assert _log_versions(table) >= between
     result = ingest("orders", batch_bytes=6000)
     lake = Lake(Storage(str(orders / "data" / "test")))
