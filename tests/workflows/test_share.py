@@ -3,11 +3,13 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,8 +26,9 @@ from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import STATE_KEY, Lake, Storage, Warehouse
 from pipelines.components.sharing import ShareError
 from pipelines.components.sqlschema import SchemaChangeError
-from pipelines.workflows.ingest import ingest
+from pipelines.workflows.ingest import IngestResult, ingest
 from pipelines.workflows.share import ShareResult, share
+from tests.workflows._direct_share import direct_share
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -173,6 +176,49 @@ def env(request, tmp_path, monkeypatch) -> Env:
     return Env(tmp_path, request.param)
 
 
+@dataclass(frozen=True)
+class Day1:
+    """day1's orders landed and ingested once per module (an ingest costs seconds); tests copy it."""
+
+    root: Path
+    ingested: IngestResult
+
+    def copy_to(self, env: Env) -> IngestResult:
+        """Leave env as `day1(env); ingest("orders")` would, and return that ingest's result."""
+        for part in ("landing", "data"):
+            shutil.copytree(self.root / part, env.root / part, dirs_exist_ok=True)  # keeps mtimes
+        # The landing manifest names landed files by absolute path: point it at the copy's landing.
+        (manifest,) = (env.root / "data").rglob("_landed.json")
+        manifest.write_text(manifest.read_text().replace(str(self.root), str(env.root)))
+        for path in (env.root / "data").rglob("*"):
+            assert not path.is_file() or str(self.root).encode() not in path.read_bytes(), (
+                f"{path} names the template's folder: the copy would not stand on its own"
+            )
+        return self.ingested
+
+
+@pytest.fixture(scope="module")
+def day1_template(tmp_path_factory, prefect_harness) -> Day1:
+    root = tmp_path_factory.mktemp("day1")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("PIPELINES_NAMESPACE", "test")
+        patch.setenv("PIPELINES_DATA_URL", str(root / "data"))
+        patch.setenv("PIPELINES_WAREHOUSE_URL", f"sqlite:///{root}/warehouse/{{namespace}}.sqlite")
+        patch.setenv("PIPELINES_REGISTRY", str(write_registry(root)))
+        patch.setenv("PIPELINES_LANDING_URL", str(root / "landing"))
+        day1(Env(root, "sqlite"))
+        ingested = ingest("orders")
+    assert (ingested.written, ingested.status) == (3, "completed")
+    return Day1(root, ingested)
+
+
+@pytest.fixture
+def day1_ingested(env, day1_template) -> IngestResult:
+    """env after `day1(env); ingest("orders")`, copied from the module's template."""
+    return day1_template.copy_to(env)
+
+
 def _money(value) -> Decimal:
     return Decimal(str(value)).quantize(Decimal("0.01"))
 
@@ -205,9 +251,7 @@ def day1(env: Env) -> None:
 # creation and semantics -----------------------------------------------------------------------
 
 
-def test_first_share_deploys_the_table_from_the_contract(env):
-    day1(env)
-    ingest("orders")
+def test_first_share_deploys_the_table_from_the_contract(env, day1_ingested):
     result = share("orders")
     assert isinstance(result, ShareResult)
     assert (result.status, result.mode, result.strategy, result.rows) == ("loaded", "merge", "full", 3)
@@ -275,9 +319,7 @@ def test_first_share_deploys_the_table_from_the_contract(env):
     )
 
 
-def test_rerun_is_a_no_op(env):
-    day1(env)
-    ingest("orders")
+def test_rerun_is_a_no_op(env, day1_ingested):
     first = share("orders")
     before = env.snapshot("orders")
     again = share("orders")
@@ -287,9 +329,7 @@ def test_rerun_is_a_no_op(env):
     assert [(x["status"], x["rows"]) for x in env.loads("orders")] == [("loaded", 3), ("no_changes", 0)]
 
 
-def test_merge_sends_only_what_changed_including_late_and_updated_rows(env):
-    day1(env)
-    ingest("orders")
+def test_merge_sends_only_what_changed_including_late_and_updated_rows(env, day1_ingested):
     share("orders")
     env.land(
         "orders",
@@ -331,9 +371,7 @@ def test_full_replace_in_the_lake_replaces_the_table(env):
     assert env.rows("customers", '"customer_id", "name"') == [(1, "Ann"), (3, "Cyrus")]
 
 
-def test_replace_mode_reloads_the_whole_table_when_anything_changed(env):
-    day1(env)
-    ingest("orders")
+def test_replace_mode_reloads_the_whole_table_when_anything_changed(env, day1_ingested):
     first = share("orders", mode="replace")
     assert (first.mode, first.rows) == ("replace", 3)
     assert share("orders", mode="replace").status == "no_changes"
@@ -345,9 +383,8 @@ def test_replace_mode_reloads_the_whole_table_when_anything_changed(env):
     assert env.describe("orders").primary_key == ("order_id",)
 
 
-def test_append_mode_keeps_every_version_and_never_duplicates(env):
-    day1(env)
-    first_ingest = ingest("orders")
+def test_append_mode_keeps_every_version_and_never_duplicates(env, day1_ingested):
+    first_ingest = day1_ingested
     assert share("orders", mode="append").rows == 3
     assert share("orders", mode="append").status == "no_changes"
     env.land("orders", "d2.csv", HEADER + "2,22.00,2024-01-01 11:00:00,2024-01-02 09:00:00,paid\n")
@@ -369,9 +406,7 @@ def test_append_mode_keeps_every_version_and_never_duplicates(env):
         share("orders", mode="merge")
 
 
-def test_deletes_in_the_lake_are_deleted_by_merge(env):
-    day1(env)
-    ingest("orders")
+def test_deletes_in_the_lake_are_deleted_by_merge(env, day1_ingested):
     share("orders")
     table = env.lake.table("cleaned", "orders")
     table.delete('"order_id" = 2')  # e.g. an erasure request; the commit carries no run id
@@ -381,9 +416,7 @@ def test_deletes_in_the_lake_are_deleted_by_merge(env):
     assert env.loads("orders")[-1]["deleted"] == 1
 
 
-def test_removed_rows_after_the_shared_version_was_vacuumed_reload_the_table(env):
-    day1(env)
-    ingest("orders")
+def test_removed_rows_after_the_shared_version_was_vacuumed_reload_the_table(env, day1_ingested):
     share("orders")
     env.lake.table("cleaned", "orders").delete("order_id = 3")
     env.lake.table("cleaned", "orders").vacuum(
@@ -395,9 +428,7 @@ def test_removed_rows_after_the_shared_version_was_vacuumed_reload_the_table(env
     assert [r[0] for r in mirrors(env)] == [1, 2]
 
 
-def test_a_commit_without_a_run_id_makes_merge_full_and_append_refuse(env):
-    day1(env)
-    ingest("orders")
+def test_a_commit_without_a_run_id_makes_merge_full_and_append_refuse(env, day1_ingested):
     share("orders")
     env.lake.table("cleaned", "orders").update(
         updates={"status": "'fixed by hand'"}, predicate="order_id = 1"
@@ -491,9 +522,7 @@ def env_pg(tmp_path, monkeypatch, postgres_url) -> Env:
 # schema evolution -----------------------------------------------------------------------------
 
 
-def test_new_column_is_added_in_place(env):
-    day1(env)
-    ingest("orders")
+def test_new_column_is_added_in_place(env, day1_ingested):
     share("orders")
     env.land(
         "orders",
@@ -534,9 +563,7 @@ def test_safe_widening_is_applied(env):
     assert [r[0] for r in mirrors(env)] == [1, 2, 3, 3000000000]
 
 
-def test_unsafe_type_change_stops_with_the_way_forward(env):
-    day1(env)
-    ingest("orders")
+def test_unsafe_type_change_stops_with_the_way_forward(env, day1_ingested):
     share("orders")
     before = env.snapshot("orders")
     env.contract("orders", ORDERS.replace('amount:     {type: "decimal(12,2)"', "amount:     {type: float64"))
@@ -637,30 +664,8 @@ def test_values_of_every_type_arrive_intact(env):
 # failures and concurrency ---------------------------------------------------------------------
 
 
-def direct_share(mode: str | None = None, namespace: str = "test", run_id: str = "direct") -> ShareResult:
-    """The share the flow runs, without Prefect (for threads and subprocesses)."""
-    from pipelines.components.registry import load_registry
-
-    settings = get_settings(namespace=namespace)
-    spec = load_registry(settings.registry_path).get("orders")
-    warehouse = Warehouse.from_settings(settings)
-    try:
-        return sharing.share_dataset(
-            spec,
-            Lake(Storage(settings.namespace_url)),
-            warehouse,
-            run_id=run_id,
-            namespace=namespace,
-            mode=mode,
-        )
-    finally:
-        warehouse.dispose()
-
-
 @pytest.mark.parametrize("mode", ["merge", "append"])
-def test_an_exception_before_commit_leaves_table_and_state_unchanged(env, mode, monkeypatch):
-    day1(env)
-    ingest("orders")
+def test_an_exception_before_commit_leaves_table_and_state_unchanged(env, day1_ingested, mode, monkeypatch):
     share("orders", mode=mode)
     env.land("orders", "d2.csv", HEADER + "2,22.00,2024-01-01 11:00:00,2024-01-02 09:00:00,paid\n")
     ingest("orders")
@@ -697,15 +702,15 @@ def pause(warehouse, conn, row):
         Path(sys.argv[1]).write_text("rows copied, not committed")
         time.sleep(300)
 sharing._record_load = pause
-from tests.workflows.test_share import direct_share
+from tests.workflows._direct_share import direct_share
 direct_share(mode=sys.argv[2], run_id="killed")
 """
 
 
 @pytest.mark.parametrize("mode", ["merge", "append"])
-def test_a_process_killed_before_commit_leaves_nothing_and_a_rerun_loads_once(env, mode, tmp_path):
-    day1(env)
-    ingest("orders")
+def test_a_process_killed_before_commit_leaves_nothing_and_a_rerun_loads_once(
+    env, day1_ingested, mode, tmp_path
+):
     share("orders", mode=mode)
     env.land(
         "orders",
@@ -744,9 +749,7 @@ def test_a_process_killed_before_commit_leaves_nothing_and_a_rerun_loads_once(en
         mirrors(env)
 
 
-def test_two_shares_at_once_equal_one(env, monkeypatch):
-    day1(env)
-    ingest("orders")
+def test_two_shares_at_once_equal_one(env, day1_ingested, monkeypatch):
     real = sharing._upsert_state
     inside = threading.Event()
 
@@ -783,9 +786,7 @@ def test_two_shares_at_once_equal_one(env, monkeypatch):
 # namespaces, errors and the command line ------------------------------------------------------
 
 
-def test_each_namespace_has_its_own_tables(env, monkeypatch):
-    day1(env)
-    ingest("orders")
+def test_each_namespace_has_its_own_tables(env, day1_ingested, monkeypatch):
     share("orders")
     monkeypatch.setenv("PIPELINES_NAMESPACE", "research-x")
     with pytest.raises(ShareError, match="no cleaned table yet"):
@@ -801,9 +802,7 @@ def test_each_namespace_has_its_own_tables(env, monkeypatch):
     assert env.query(f"SELECT count(*) FROM {other.table}", namespace="research-x") == [(3,)]
 
 
-def test_missing_table_is_rebuilt(env):
-    day1(env)
-    ingest("orders")
+def test_missing_table_is_rebuilt(env, day1_ingested):
     share("orders")
     env.query(f"DROP TABLE {env.table('orders')}")
     result = share("orders")
@@ -831,11 +830,10 @@ def env_sqlite(tmp_path, monkeypatch) -> Env:
 
 
 @pytest.mark.local
-def test_command_line(env_sqlite):
+def test_command_line(env_sqlite, day1_template):
     from pipelines.cli import app
 
-    day1(env_sqlite)
-    ingest("orders")
+    day1_template.copy_to(env_sqlite)
     runner = CliRunner()
     result = runner.invoke(app, ["share", "orders", "--mode", "append"])
     assert result.exit_code == 0, result.output
