@@ -5,7 +5,6 @@ No timing is asserted anywhere: the machine is shared and noisy; bench/ measures
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from bench import (
     _report,
 )
 from bench.__main__ import select
+from tests.bench import _quick
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = [
@@ -46,110 +46,18 @@ EXPECTED = [
 ]
 
 
-def _dlt_python() -> str:
-    """dlt's interpreter for the peer benchmark: $BENCH_DLT_PYTHON, else the venv in the default bench
-    cache (built there once per machine, so smoke runs in fresh temporary caches reuse it)."""
-    from bench.__main__ import _default_cache
-    from bench.peer import DLT
-
-    return os.environ.get(DLT.override_variable) or str(DLT.ensure(_default_cache()))
-
-
-def _bench(*args: str, tmp: Path, dlt_python: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    if dlt_python:
-        env["BENCH_DLT_PYTHON"] = dlt_python
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args, "--out", str(tmp / "out"), "--cache", str(tmp / "cache")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp,
-        timeout=900,
-    )
-
-
-@pytest.mark.integration
-def test_quick_run_of_every_benchmark_writes_json_and_markdown(tmp_path, postgres_url):
-    # postgres_url: the share and peer benchmarks need PostgreSQL on 127.0.0.1:5432 (skipped locally
-    # without it, a failure under CI=true); each benchmark creates and drops databases of its own.
-    docs = REPO / "docs" / "benchmarks.md"
-    before = docs.read_text() if docs.exists() else None
-    done = _bench("--quick", "--runs", "1", "--warmup", "0", tmp=tmp_path, dlt_python=_dlt_python())
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-    document = json.loads((tmp_path / "out" / "benchmarks.json").read_text())
-    assert document["quick"] is True
-    assert document["command"] == "python -m bench --quick --runs 1 --warmup 0"
-    assert set(document["machine"]) >= {"cpu_count", "cpu_model", "ram_gib"}
-    assert set(document["versions"]) >= {"python", "prefect", "polars", "deltalake", "psycopg"}
-    records = {r["name"]: r for r in document["benchmarks"]}
-    assert list(records) == EXPECTED
-    for name, record in records.items():
-        assert record["error"] is None, f"{name}: {record['error']}\n{record.get('traceback')}"
-        assert record["runs"] == 1 and record["warmup"] == 0
-        for side in ("ours_stats", "baseline_stats"):
-            stats = record[side]
-            assert len(stats["values"]) == 1
-            assert stats["min"] <= stats["median"] <= stats["max"]
-            assert all(isinstance(v, float) and v > 0 for v in stats["values"])
-        assert isinstance(record["ratio"], float) and record["ratio"] > 0
-        if record["target"] is None:
-            assert record["score"] is None and record["met"] is None
-        else:
-            assert isinstance(record["score"], float) and isinstance(record["met"], bool)
-            assert record["met"] == Target(**record["target"]).met(record["score"])
-    # every side was checked against the other after the runs
-    assert records["ingest"]["details"]["verified"]["rows"] == 20_000 - 400  # 2% repeated keys
-    assert records["incremental"]["details"]["verified"]["late_rows"] > 0
-    assert records["orchestration"]["details"]["verified"]["datasets"] == 3
-    assert records["parallel"]["details"]["verified"] == {
-        "datasets": 2,
-        "rows_written": 3920,
-        "dask_workers": 2,
-    }
-    assert records["validation"]["details"]["verified"] == {
-        "rows": 10_000 - 200,
-        "partitions": 60,
-        "expectations_evaluated": 9,
-    }
-    assert records["share_append"]["details"]["verified"]["rows"] == 10_000 - 200
-    merged = records["share_merge"]["details"]["verified"]
-    assert merged["upserts"] == records["share_merge"]["details"]["upserts"] > 0
-    assert (
-        merged["rows_after"] == 10_000 - 200 + merged["new_keys"]
-        and 0 < merged["new_keys"] < merged["upserts"]
-    )
-    assert records["peer"]["details"]["verified"] == {"rows": 10_000 - 200, "csv_rows": 10_000}
-    assert all(run["rows_read"] == 10_000 for run in records["peer"]["details"]["baseline_runs"])
-    assert records["memory"]["unit"] == "MiB"
-    assert all("import_seconds" in run for run in records["cold_start"]["details"]["ours_runs"])
-
-    markdown = (tmp_path / "out" / "benchmarks.md").read_text()
-    assert markdown.startswith("# Benchmarks")
-    assert "| benchmark | size | runs | ours | baseline | ratio | score | target | verdict |" in markdown
-    for name in EXPECTED:
-        assert f"\n| {name} | " in markdown
-    assert "prefect 2." in markdown and "CPUs" in markdown and "GiB RAM" in markdown
-    assert "load average" in markdown and set(document["load_average"]) == {"start", "end"}
-    # a quick run never replaces the recorded full-size table
-    assert (docs.read_text() if docs.exists() else None) == before
-    # every database the PostgreSQL benchmarks created was dropped
-    import psycopg
-
-    with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres") as conn:
-        for name in ("share_append", "share_merge", "peer"):
-            pattern = records[name]["details"]["databases"].replace("_*", "_%")
-            assert pattern.startswith(f"pipelines_bench_{name}_")
-            left = conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,)
-            ).fetchall()
-            assert left == [], f"{name} left {left}"
+def test_the_quick_smoke_runs_cover_every_benchmark_once():
+    """The --quick smoke run is split in two files (so two test workers share it); together they run all."""
+    together = [name for group in _quick.GROUPS for name in group]
+    assert sorted(together) == sorted(EXPECTED) and len(set(together)) == len(together)
+    for group in _quick.GROUPS:
+        assert group == [name for name in EXPECTED if name in group]  # bench runs and reports in table order
+    assert set(_quick.CHECKS) == set(EXPECTED)
 
 
 @pytest.mark.local  # real data or a subprocess: not unit-fast
 def test_unknown_benchmark_name_is_refused_with_a_suggestion(tmp_path):
-    done = _bench("--only", "ingset", tmp=tmp_path)
+    done = _quick.bench("--only", "ingset", tmp=tmp_path)
     assert done.returncode != 0
     assert "unknown benchmark 'ingset' (did you mean 'ingest'?)" in done.stderr
     assert "Known: ingest, incremental" in done.stderr
