@@ -91,7 +91,9 @@ def test_cast_marks_rows_for_the_full_rules_with_the_same_result(null_values, se
     columns, data = {}, {}
     for number, type_ in enumerate(_TEXTS):
         name = f"c{number}"
-        columns[name] = ColumnSpec(name=name, type=type_, nullable=rng.random() < 0.6, false_values=("no", ""))
+        columns[name] = ColumnSpec(
+            name=name, type=type_, nullable=rng.random() < 0.6, false_values=("no", "")
+        )
         texts = _TEXTS[type_]  # mostly the valid first text, so that some rows pass every column
         data[name] = [texts[0] if rng.random() < 0.9 else rng.choice(texts) for _ in range(300)]
     data["extra"] = [rng.choice(["x", None]) for _ in range(300)]
