@@ -128,6 +128,8 @@ def _services(work: Path, stack: contextlib.ExitStack) -> str:
         scheduler_log,
     )
     worker_log = work / "worker.log"
+    # as docs/scaling.md asks of a cluster's workers: each worker's polars uses its share of the cores
+    worker_env = env | {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // WORKERS))}
     worker = _start(
         [
             dask,
@@ -142,7 +144,7 @@ def _services(work: Path, stack: contextlib.ExitStack) -> str:
             "--no-dashboard",
         ],
         worker_log,
-        env,
+        worker_env,
         work,
     )
     stack.callback(_stop, worker)

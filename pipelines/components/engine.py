@@ -9,7 +9,8 @@ environment of the process that runs the flow:
   task runs to a Prefect server: ``PREFECT_API_URL`` must be set (the in-process API lives and dies
   with this process). See docs/scaling.md for what the workers need.
 - ``PIPELINES_WORKERS=N``: a local Dask cluster of N single-threaded worker processes, started for
-  the flow run and closed with it.
+  the flow run and closed with it. Each worker's polars gets its share of the cores
+  (:func:`local_worker_environ`), so N workers do not run N pools of every core's threads.
 - neither: in-process, one task at a time (Prefect's ``SequentialTaskRunner``): the same results as
   the Dask paths, no thread or process start-up, and no concurrent writers on the in-process API's
   SQLite database.
@@ -17,7 +18,9 @@ environment of the process that runs the flow:
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -59,6 +62,41 @@ def task_runner(settings: Settings) -> BaseTaskRunner:
             }
         )
     return SequentialTaskRunner()
+
+
+def local_worker_environ(workers: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What a local cluster's worker processes get on top of this process's environment.
+
+    Polars sizes its thread pool to every core when it is imported; N single-threaded workers on one
+    machine would then run N such pools. Each gets ``cores // N`` threads (at least one) instead, as
+    docs/scaling.md asks of an existing cluster's workers; a POLARS_MAX_THREADS already set is kept."""
+    if "POLARS_MAX_THREADS" in environ:
+        return {}
+    return {"POLARS_MAX_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+
+
+@contextmanager
+def _spawn_environ(values: dict[str, str]) -> Iterator[None]:
+    """Workers spawned inside the block start with ``values`` in their environment.
+
+    Through distributed's ``distributed.nanny.pre-spawn-environ``: a nanny sets those variables before it
+    spawns its worker (its ``env=`` comes too late for polars, which a spawned worker imports with the
+    flow's main module). The nanny sets them in this process's environment; they are put back after."""
+    if not values:
+        yield
+        return
+    import dask
+
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        with dask.config.set({f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in values.items()}):
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class SettingsTaskRunner(BaseTaskRunner):
@@ -103,8 +141,10 @@ class SettingsTaskRunner(BaseTaskRunner):
         return hash(type(self))
 
     async def _start(self, exit_stack: AsyncExitStack) -> None:
-        runner = task_runner(get_settings())
-        self._inner = await exit_stack.enter_async_context(runner.start())
+        settings = get_settings()
+        runner = task_runner(settings)
+        with _spawn_environ(local_worker_environ(settings.workers) if settings.workers else {}):
+            self._inner = await exit_stack.enter_async_context(runner.start())
         exit_stack.callback(setattr, self, "_inner", None)
 
     async def submit(self, key: UUID, call: Any) -> None:

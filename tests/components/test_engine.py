@@ -1,6 +1,7 @@
 """Which engine runs a cookbook's tasks: the settings, their errors, and the task runner they give."""
 
 import json
+import os
 
 import pytest
 from prefect.task_runners import SequentialTaskRunner, TaskConcurrencyType
@@ -8,7 +9,7 @@ from prefect_dask import DaskTaskRunner
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.components.engine import SettingsTaskRunner, task_runner
+from pipelines.components.engine import SettingsTaskRunner, _spawn_environ, local_worker_environ, task_runner
 from pipelines.components.environment import Settings
 from pipelines.components.errors import ConfigError
 
@@ -34,6 +35,30 @@ def test_workers_start_a_local_cluster_of_that_many_single_threaded_processes(tm
     assert isinstance(runner, DaskTaskRunner) and runner.address is None
     assert runner.cluster_kwargs["n_workers"] == 3
     assert runner.cluster_kwargs["threads_per_worker"] == 1 and runner.cluster_kwargs["processes"] is True
+
+
+def test_a_local_clusters_workers_get_their_share_of_the_cores_for_polars():
+    share = str(max(1, (os.cpu_count() or 1) // 2))
+    assert local_worker_environ(2, environ={}) == {"POLARS_MAX_THREADS": share}
+    assert local_worker_environ(64, environ={}) == {"POLARS_MAX_THREADS": "1"}
+    assert local_worker_environ(2, environ={"POLARS_MAX_THREADS": "3"}) == {}  # the user's setting stands
+
+
+def _polars_threads() -> tuple[int, str | None]:
+    import polars
+
+    return polars.thread_pool_size(), os.environ.get("POLARS_MAX_THREADS")
+
+
+def test_spawned_workers_start_with_the_environ_and_this_process_keeps_its_own(monkeypatch):
+    from distributed import Client, LocalCluster
+
+    monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    with _spawn_environ({"POLARS_MAX_THREADS": "1"}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
+    assert "POLARS_MAX_THREADS" not in os.environ
+    with cluster, Client(cluster) as client:
+        assert set(client.run(_polars_threads).values()) == {(1, "1")}
 
 
 def test_an_address_joins_that_cluster_when_a_prefect_server_is_set(tmp_path):
