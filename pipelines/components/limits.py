@@ -68,27 +68,30 @@ def bounds(
     return names
 
 
-async def _ensure(wanted: dict[str, int]) -> None:
-    from prefect import get_client
+async def _ensure(wanted: dict[str, int], client=None) -> None:
+    if client is None:
+        from prefect import get_client
+
+        async with get_client() as client:
+            return await _ensure(wanted, client)
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
 
-    async with get_client() as client:
-        for name, limit in wanted.items():
+    for name, limit in wanted.items():
+        try:
+            current = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
             try:
-                current = await client.read_global_concurrency_limit_by_name(name)
-            except ObjectNotFound:
-                try:
-                    await client.create_global_concurrency_limit(
-                        GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True)
-                    )
-                    continue
-                except Exception:  # created meanwhile by a concurrent run: read it again below
-                    current = await client.read_global_concurrency_limit_by_name(name)
-            if current.limit != limit or not current.active:
-                await client.update_global_concurrency_limit(
-                    name, GlobalConcurrencyLimitUpdate(limit=limit, active=True)
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=limit, active=True)
                 )
+                continue
+            except Exception:  # created meanwhile by a concurrent run: read it again below
+                current = await client.read_global_concurrency_limit_by_name(name)
+        if current.limit != limit or not current.active:
+            await client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=limit, active=True)
+            )
 
 
 def _api_identity() -> str:
@@ -152,12 +155,33 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return logging.getLogger(__name__)
 
 
+def _run_client():
+    """The API client of the Prefect run this thread is in (None outside a run)."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    context = TaskRunContext.get() or FlowRunContext.get()
+    return getattr(context, "client", None)
+
+
+def _usable(client) -> bool:
+    """Whether a run's client is open and bound to the running loop (a Dask worker's loop may be another)."""
+    return (
+        client is not None
+        and getattr(client, "_started", False)
+        and not getattr(client, "_closed", True)
+        and getattr(client, "_loop", None) is asyncio.get_running_loop()
+    )
+
+
 class Reservation:
     """Slots being acquired (from the moment it is made) and held until the block that made it ends.
 
     Acquiring, holding and releasing run as one coroutine on Prefect's own event-loop thread (where
-    its API client lives), using :func:`prefect.concurrency.asyncio.concurrency`; the caller's thread
-    is free meanwhile, and :meth:`close` waits until the slots are released.
+    its API client lives); the caller's thread is free meanwhile, and :meth:`close` waits until the
+    slots are released. Inside a Prefect run the coroutine uses the run's own API client, and it asks
+    the API for the slots itself, as :func:`prefect.concurrency.asyncio.concurrency` does (the same
+    request, the same wait the API asks for when the slots are taken, the same events), without its
+    per-limit queue service and a new API client per release: acquire and release are one request each.
     """
 
     def __init__(self, wanted: dict[str, int], logger) -> None:
@@ -171,24 +195,58 @@ class Reservation:
         self._closed = self._held = False
         self._started = time.monotonic()
         self._api = _api_identity()
-        self._call = from_sync.call_soon_in_loop_thread(create_call(self._hold))
+        self._call = from_sync.call_soon_in_loop_thread(create_call(self._hold, _run_client()))
 
-    async def _hold(self) -> None:
-        from prefect.concurrency.asyncio import concurrency
+    async def _hold(self, client) -> None:
+        if not _usable(client):
+            from prefect import get_client
 
-        self._loop, self._release = asyncio.get_running_loop(), asyncio.Event()
+            async with get_client() as own:
+                return await self._hold(own)
+        self._release = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         try:
             missing = ENSURED.missing(self._api, self.wanted)
             if missing:
-                await _ensure(missing)
+                await _ensure(missing, client)
                 ENSURED.add(self._api, missing)
-            async with concurrency(list(self.wanted), occupy=1):
+            names = list(self.wanted)
+            response = await self._acquire(client, names)
+            if response is None:  # closed before the slots were free
+                return
+            got = time.monotonic()
+            try:
+                events = _acquired_events(response)
                 self._held = True
                 self._got.set()
                 if not self._closed:
                     await self._release.wait()
+            finally:
+                # released even when this coroutine is cancelled (the loop shutting down): a slot
+                # left taken bounds every later run
+                await asyncio.shield(
+                    client.release_concurrency_slots(
+                        names=names, slots=1, occupancy_seconds=max(time.monotonic() - got, 0.001)
+                    )
+                )
+                _released_events(events)
         finally:
             self._got.set()
+
+    async def _acquire(self, client, names: list[str]):
+        """One request for every slot; while they are taken, ask again when the API says to (or stop when closed)."""
+        import httpx
+
+        while not self._closed:
+            try:
+                return await client.increment_concurrency_slots(names=names, slots=1, mode="concurrency")
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:  # 423 Locked: the slots are taken
+                    raise
+                retry_after = float(exc.response.headers.get("Retry-After", 1.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._release.wait(), max(retry_after, 0.05))
+        return None
 
     def _in_use(self) -> str:
         """The limits' slots in use right now, e.g. ``pipelines:ns:orders 1/1``."""
@@ -224,12 +282,26 @@ class Reservation:
     def close(self) -> None:
         """Release the slots (or stop waiting for them) and wait until that is done."""
         self._closed = True
-        if not self._got.is_set():
-            self._call.cancel()
-        elif self._loop is not None and self._release is not None:
-            self._loop.call_soon_threadsafe(self._release.set)
+        loop, release = self._loop, self._release
+        if loop is not None and release is not None:
+            loop.call_soon_threadsafe(release.set)
         with contextlib.suppress(asyncio.CancelledError, concurrent.futures.CancelledError):
             self._call.result()
+
+
+def _acquired_events(response) -> tuple[list, dict]:
+    """Prefect's own concurrency events for slots taken (they go nowhere unless Prefect emits events)."""
+    from prefect.concurrency.asyncio import _response_to_minimal_concurrency_limit_response
+    from prefect.concurrency.events import _emit_concurrency_acquisition_events
+
+    taken = _response_to_minimal_concurrency_limit_response(response)
+    return taken, _emit_concurrency_acquisition_events(taken, 1)
+
+
+def _released_events(events: tuple[list, dict]) -> None:
+    from prefect.concurrency.events import _emit_concurrency_release_events
+
+    _emit_concurrency_release_events(events[0], 1, events[1])
 
 
 @contextlib.contextmanager
