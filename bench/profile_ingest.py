@@ -3,7 +3,8 @@ incremental run (+1% new and late rows), at one or more sizes.
 
     python -m bench.profile_ingest [--rows 1000000 5000000] [--out DIR] [--cprofile N]
 
-Each stage is timed with time.perf_counter by wrapping the functions the flow calls; a sampler
+Each stage is timed with time.perf_counter (and the process's CPU time, which moves less than wall
+time on a shared machine) by wrapping the functions the flow calls; a sampler
 thread reads the process's resident memory every 5 ms, so every stage also reports the peak RSS
 seen while it ran (polars, Arrow and delta-rs allocate outside Python, so tracemalloc would not
 see them). "prefect (flow + task runs)" is the flow's wall time minus the time spent inside the
@@ -28,6 +29,11 @@ from pathlib import Path
 from bench import _env
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _rss() -> int:
@@ -63,15 +69,18 @@ class Recorder:
 
     @contextlib.contextmanager
     def stage(self, name: str):
-        entry = self.stages.setdefault(name, {"seconds": 0.0, "calls": 0, "peak": 0, "start_rss": _rss()})
+        entry = self.stages.setdefault(
+            name, {"seconds": 0.0, "calls": 0, "peak": 0, "start_rss": _rss(), "cpu": 0.0}
+        )
         live = {"peak": _rss()}
         with self._lock:
             self._active.append(live)
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu()
         try:
             yield
         finally:
             entry["seconds"] += time.perf_counter() - started
+            entry["cpu"] += _cpu() - cpu
             entry["calls"] += 1
             with self._lock:
                 self._active = [a for a in self._active if a is not live]
@@ -133,6 +142,7 @@ def _print_table(title: str, wall: float, recorder: Recorder, baseline_rss: int)
             "stage": name,
             "calls": int(s["calls"]),
             "seconds": round(s["seconds"], 3),
+            "cpu_seconds": round(s["cpu"], 3),
             "share": round(100 * s["seconds"] / wall, 1) if wall else 0.0,
             "peak_rss_mib": round(s["peak"] / mib),
             "rss_growth_mib": round((s["peak"] - s["start_rss"]) / mib),
@@ -144,17 +154,19 @@ def _print_table(title: str, wall: float, recorder: Recorder, baseline_rss: int)
             "stage": "prefect (flow + task runs, outside the bodies)",
             "calls": 1,
             "seconds": round(wall - body, 3),
+            "cpu_seconds": None,
             "share": round(100 * (wall - body) / wall, 1) if wall else 0.0,
             "peak_rss_mib": None,
             "rss_growth_mib": None,
         }
     )
     print(f"\n## {title}: {wall:.2f} s wall, process RSS before {baseline_rss / mib:.0f} MiB\n")
-    print("| stage | calls | seconds | % of wall | peak RSS MiB | growth MiB |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| stage | calls | seconds | CPU seconds | % of wall | peak RSS MiB | growth MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
-            f"| {row['stage']} | {row['calls']} | {row['seconds']:.3f} | {row['share']:.1f} | "
+            f"| {row['stage']} | {row['calls']} | {row['seconds']:.3f} | "
+            f"{'' if row['cpu_seconds'] is None else format(row['cpu_seconds'], '.3f')} | {row['share']:.1f} | "
             f"{row['peak_rss_mib'] if row['peak_rss_mib'] is not None else ''} | "
             f"{row['rss_growth_mib'] if row['rss_growth_mib'] is not None else ''} |"
         )

@@ -883,6 +883,9 @@ class CastResult:
     missing_columns: list[str]
 
 
+_ROW, _MARKED = "__row", "__marked"
+
+
 def cast_to_contract(
     frame: pl.DataFrame,
     contract: Contract,
@@ -896,12 +899,101 @@ def cast_to_contract(
     Bad rows become quarantine rows naming the first failing column, the rule (type /
     not_null) and every reason; good rows come out strongly typed. Columns the contract
     does not know are returned in extra_columns (kept as text when keep_extra).
-    Typed values and failure flags are computed in one pass; reasons and the raw record
-    are built for the failing rows only, so clean data pays almost nothing for them.
     A reason names the failing value, except in a ``pii`` column: there it names the column only.
+
+    One pass types every value and marks the rows that need a closer look: a value that did not
+    parse as it stands (it may be padded, blank or invalid) or a null where one is not allowed.
+    Every other row is final after that pass. The marked rows (usually few) alone go through the
+    full rules (:func:`_cast_rows`: trimming, blanks, reasons, the raw record) and rejoin the
+    others in their original order, so the result is the same as applying the rules to every row.
     """
     null_values = [v for v in contract.null_values if v != ""]
-    present = [c for c in frame.columns if c not in LINEAGE]
+    extra = [c for c in frame.columns if c not in LINEAGE and c not in contract.columns]
+    missing = [c for c in contract.columns if c not in frame.columns]
+    full = frame.with_columns([pl.lit(None, pl.String).alias(c) for c in missing]) if missing else frame
+    values, outputs, suspects = [], [], []
+    for index, (name, col) in enumerate(contract.columns.items()):
+        value, suspect = _fast_cast(pl.col(name), col, full.schema[name], null_values)
+        required = (not col.nullable) or name in primary_key
+        values.append(value.alias(f"__v{index}"))  # computed once, then both kept and tested
+        outputs.append(pl.col(f"__v{index}").alias(name))
+        if required:
+            suspects.append(pl.col(f"__v{index}").is_null())
+        elif suspect is not None:
+            suspects.append(pl.col(f"__v{index}").is_null() & suspect)
+    lineage = [pl.col(c) for c in LINEAGE if c in frame.columns]
+    marker = pl.any_horizontal(suspects) if suspects else pl.lit(False)
+    checked = (
+        full.lazy()
+        .with_columns(values)
+        .select(
+            *outputs,
+            *([pl.col(c).cast(pl.String) for c in extra] if keep_extra else []),
+            *lineage,
+            marker.alias(_MARKED),
+        )
+        .collect()
+    )
+    if not checked.get_column(_MARKED).any():  # every row is final: no filtering pass over the frame
+        return CastResult(
+            good=checked.drop(_MARKED), bad=empty_quarantine(), extra_columns=extra, missing_columns=missing
+        )
+    # Filter by expression: filtering by the Series mask panicked in polars on some frames.
+    marked = checked.get_column(_MARKED)
+    closer = _cast_rows(
+        frame.with_columns(marked).with_row_index(_ROW).filter(pl.col(_MARKED)).drop(_MARKED),
+        contract,
+        primary_key=primary_key,
+        keep_extra=keep_extra,
+        pii=pii,
+    )
+    final = checked.with_row_index(_ROW).filter(~pl.col(_MARKED)).drop(_MARKED)
+    if closer.good.height:
+        final = final.merge_sorted(closer.good.select(final.columns), key=_ROW)
+    return CastResult(good=final.drop(_ROW), bad=closer.bad, extra_columns=extra, missing_columns=missing)
+
+
+def _fast_cast(
+    raw: pl.Expr, col: ColumnSpec, source: pl.DataType, null_values: list[str]
+) -> tuple[pl.Expr, pl.Expr | None]:
+    """(the column's typed value where it is final, when a null value needs a closer look or None: never).
+
+    The value is what :func:`_cast_rows` gives for every row except those where the value is null
+    and the second expression is true (and, for a required column, any null value). A null value
+    token is null; a value that does not parse as it stands is null and marked, because the full
+    rules may still trim it to a valid value, call it blank, or quarantine it.
+    """
+    if source != pl.String:
+        return _cast_typed(raw, col, source), raw.is_not_null()
+    null_value = raw.is_in(null_values) if null_values else None
+    if col.type == "string" or col.type == "bool":
+        # The full rules' blank test, here already: a blank text is null, and a blank could read as a bool.
+        blank = raw.str.strip_chars() == ""
+        null_value = blank if null_value is None else (null_value | blank)
+    if col.type == "string":
+        return pl.when(null_value).then(pl.lit(None, pl.String)).otherwise(raw), None
+    # A blank or padded number or date does not parse untrimmed (and a blank never parses): marked.
+    typed = _parse_expr(raw, col, strip=not col.type.startswith(("int", "float", "date")))
+    if null_value is None:
+        return typed, raw.is_not_null()
+    return pl.when(null_value).then(pl.lit(None, col.dtype)).otherwise(typed), raw.is_not_null() & ~null_value
+
+
+def _cast_rows(
+    frame: pl.DataFrame,
+    contract: Contract,
+    *,
+    primary_key: tuple[str, ...],
+    keep_extra: bool,
+    pii: Collection[str],
+) -> CastResult:
+    """The full rules of :func:`cast_to_contract`, on the rows it marked (a ``__row`` column is carried).
+
+    Typed values and failure flags are computed in one pass; reasons and the raw record are built
+    for the failing rows only.
+    """
+    null_values = [v for v in contract.null_values if v != ""]
+    present = [c for c in frame.columns if c not in LINEAGE and c != _ROW]
     extra = [c for c in present if c not in contract.columns]
     missing = [c for c in contract.columns if c not in frame.columns]
     if missing:
@@ -938,7 +1030,7 @@ def cast_to_contract(
         flag_exprs.append((type_failed | null_failed).alias(f"__f{index}"))
         rules.append((name, col, required))
 
-    lineage = [c for c in LINEAGE if c in frame.columns]
+    lineage = [c for c in LINEAGE if c in frame.columns] + [c for c in (_ROW,) if c in frame.columns]
     parsed = frame.lazy().with_columns(cleaned_exprs).with_columns(typed_exprs).collect()
     if exact:
         failing = parsed.select(

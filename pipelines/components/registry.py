@@ -7,6 +7,8 @@ and contract and raises them together; ``pipelines registry check`` prints them.
 from __future__ import annotations
 
 import csv
+import functools
+import hashlib
 import importlib.util
 import re
 from collections.abc import Iterable, Mapping
@@ -831,7 +833,29 @@ def check_registry(path: str | Path) -> tuple[dict[str, DatasetSpec], list[Probl
 
 
 def load_registry(path: str | Path) -> Registry:
-    """The registry, or a RegistryError listing every problem (nothing half-runs)."""
+    """The registry, or a RegistryError listing every problem (nothing half-runs).
+
+    Parsed once per version of its files: a cookbook's tasks each load it, and parsing every contract
+    costs milliseconds per dataset. An edited CSV or contract (other content) is parsed again; a
+    registry with problems is never kept."""
+    return _parsed(str(path), _fingerprint(Path(path)))
+
+
+def _fingerprint(path: Path) -> str:
+    """What the registry was read from: the CSV and every contract file, by name and content."""
+    digest = hashlib.blake2b(digest_size=16)
+    for file in [path, *sorted(path.parent.joinpath("contracts").glob("*"))]:
+        digest.update(str(file).encode() + b"\0")
+        try:
+            digest.update(file.read_bytes() if file.is_file() else b"(not a file)")
+        except OSError as exc:
+            digest.update(f"(unreadable: {exc})".encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, fingerprint: str) -> Registry:
     specs, problems = check_registry(path)
     if problems:
         raise RegistryError(problems, path)

@@ -61,6 +61,12 @@ def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, CommitFailedError) or "already exists" in text or "Failed to commit" in text
 
 
+def _arrow(frame: pl.DataFrame):
+    """A frame as delta-rs writes it: text columns as Arrow string views, polars' own layout, so no
+    column is copied to another string layout on the way (the table's type is ``string`` either way)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())
+
+
 def _newer_or_later(newer_field: str | None, tie_field: str) -> str:
     """A merge predicate: the incoming row is newer by ``newer_field`` (a value beats null), or as new
     and later by ``tie_field``: the order a full rebuild's last-wins collapse gives."""
@@ -325,7 +331,7 @@ class Lake:
         """Replace every row (and the schema) in one commit. ``data``: a DataFrame or an Arrow stream."""
         from deltalake import write_deltalake
 
-        arrow = data.to_arrow() if isinstance(data, pl.DataFrame) else data
+        arrow = _arrow(data) if isinstance(data, pl.DataFrame) else data
 
         def write(target, properties) -> None:
             write_deltalake(
@@ -403,7 +409,7 @@ class Lake:
             def write(target, properties) -> None:
                 write_deltalake(
                     target,
-                    frame.to_arrow(),
+                    _arrow(frame),
                     mode="append",
                     partition_by=partition_by,
                     schema_mode="merge",
@@ -415,7 +421,7 @@ class Lake:
 
         def write_state(table, properties) -> None:
             write_deltalake(
-                table, frame.to_arrow(), mode="append", schema_mode="merge", commit_properties=properties
+                table, _arrow(frame), mode="append", schema_mode="merge", commit_properties=properties
             )
 
         return self._commit(zone, name, base, state, write_state)

@@ -67,3 +67,47 @@ def test_decimal_never_rounds_silently(text, scale, valid):
     col = ColumnSpec(name="x", type=f"decimal(12,{scale})")
     value = pl.DataFrame({"x": [text]}).select(cleaning._parse_expr(pl.col("x"), col)).item()
     assert (value is not None) == valid
+
+
+_TEXTS = {  # per type: valid, padded, blank, null-value tokens and invalid texts
+    "int64": ["12", "-3", " 7 ", "", "  ", "NA", "0", "x1", "1.5", None],
+    "int32": ["5", "99999999999", " 4", "\t", "NA", "-", None],
+    "float64": ["1.5", "1e3", " 2.5", "nan", "NA", "", "abc", None],
+    "decimal(12,2)": ["1.23", "1.234", " 7.10 ", "", "NA", "1,5", "0", None],
+    "bool": ["true", "False", " yes ", "", "  ", "NA", "maybe", "0", None],
+    "date": ["2024-01-02", " 2024-01-03", "2024-13-01", "", "NA", None],
+    "datetime": ["2024-01-02 03:04:05", "2024-01-02T03:04:05 ", "bad", " ", "NA", None],
+    "string": ["a", " b ", "", "   ", "NA", "0", None],
+}
+
+
+@pytest.mark.parametrize("null_values", [["NA", "0"], [""], []])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_cast_marks_rows_for_the_full_rules_with_the_same_result(null_values, seed):
+    """cast_to_contract's one-pass typing plus the full rules on marked rows == the full rules on every row."""
+    from pipelines.components.registry import Contract
+
+    rng = random.Random(seed)
+    columns, data = {}, {}
+    for number, type_ in enumerate(_TEXTS):
+        name = f"c{number}"
+        columns[name] = ColumnSpec(
+            name=name, type=type_, nullable=rng.random() < 0.6, false_values=("no", "")
+        )
+        texts = _TEXTS[type_]  # mostly the valid first text, so that some rows pass every column
+        data[name] = [texts[0] if rng.random() < 0.9 else rng.choice(texts) for _ in range(300)]
+    data["extra"] = [rng.choice(["x", None]) for _ in range(300)]
+    del data["c1"]  # a contract column the source lacks
+    contract = Contract(columns=columns, source={"null_values": null_values})
+    frame = pl.DataFrame(data, schema=dict.fromkeys(data, pl.String)).with_columns(
+        pl.lit("f.csv").alias("_source_file"),
+        pl.int_range(2, 302, dtype=pl.Int64).alias("_source_line"),
+        pl.int_range(2, 302, dtype=pl.Int64).alias("_seq"),
+    )
+    for keys in [(), ("c0",)]:
+        got = cleaning.cast_to_contract(frame, contract, primary_key=keys, pii=("c7",))
+        want = cleaning._cast_rows(frame, contract, primary_key=keys, keep_extra=True, pii=("c7",))
+        assert got.good.equals(want.good) and got.good.schema == want.good.schema
+        assert got.bad.equals(want.bad)
+        assert (got.extra_columns, got.missing_columns) == (want.extra_columns, want.missing_columns)
+        assert got.good.height and got.bad.height  # both kinds of rows, and padded values rejoined

@@ -141,3 +141,27 @@ def test_retention_settings_are_checked_together(tmp_path):
     registry = load_registry(good)
     assert (registry.get("ok").retention_days, registry.get("ok").retention_action) == (30, "pseudonymise")
     assert registry.get("whole_files").retention_action == "delete"
+
+
+def test_a_registry_is_parsed_once_and_again_after_any_edit(tmp_path):
+    path = _registry(tmp_path, [_orders_row()], {"orders": ORDERS})
+    first = load_registry(path)
+    assert load_registry(path) is first  # unchanged files: the parsed registry is reused
+    # an edited contract, even one of the same size, is read again
+    contract = path.parent / "contracts" / "orders.yaml"
+    contract.write_text(
+        contract.read_text().replace("order_id", "order_ix", 1).replace("order_ix", "order_id")
+    )
+    assert load_registry(path) is first
+    contract.write_text(ORDERS + '  paid: {type: bool, true_values: "yes", false_values: ["no"]}\n')
+    edited = load_registry(path)
+    assert edited is not first and "paid" in edited.get("orders").contract.columns
+    # an edit that breaks it raises every time, never the last good registry
+    contract.write_text(ORDERS.replace('"decimal(12,2)"', '"decimal(p,s)"'))
+    for _ in range(2):
+        with pytest.raises(RegistryError, match="unknown type"):
+            load_registry(path)
+    # a new row in the CSV is seen too
+    _registry(tmp_path, [_orders_row(), _orders_row(name="orders_copy")], {"orders_copy": ORDERS})
+    contract.write_text(ORDERS)
+    assert set(load_registry(path).datasets) == {"orders", "orders_copy"}
