@@ -3,7 +3,8 @@
 Both sides run the ingest flow on the same small input, on the same Prefect API; the baseline
 replaces :func:`pipelines.components.limits.slot` with a block that takes nothing, so the
 difference is what the namespace's and dataset's Prefect global concurrency limits cost a run
-(acquire and release: two API calls; the limits' existence is checked once a minute per process).
+(acquire, record the holder, delete the record, release: four API calls; the limits' existence is
+checked once a minute per process).
 """
 
 from __future__ import annotations

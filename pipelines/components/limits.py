@@ -13,6 +13,16 @@ slots in use. Prefect 2.20 quietly creates a missing limit as *inactive* when a 
 (an inactive limit bounds nothing), so :func:`slot` makes each limit exist, active, with the
 configured bound before it occupies a slot. The setting is the source of truth: a bound changed in
 the UI is set back to the setting by the next run that uses it.
+
+Prefect 2's limits have no lease: a process killed while it holds a slot never gives it back. So each
+holding is recorded next to the limits, as a Prefect Variable ``pipelines_slot_<id>`` tagged
+``pipelines-slot-holder`` and with the limit names (``prefect variable ls`` shows them): host, pid and
+the process's start time, flow and task run, when acquired. It is deleted, then the slots released,
+when the holder lets go. A run that has waited ``WAIT_NOTICE_SECONDS`` reads the records of the
+limits it waits for and frees the slots of holders that are provably dead: a process on this machine
+that is gone (or whose pid now belongs to another process), or a flow run in a final state. Whoever
+deletes a record releases its slots, nobody else, so two waiters (or a waiter and a slow holder)
+never both release one holding.
 """
 
 from __future__ import annotations
@@ -20,16 +30,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import json
 import logging
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from pipelines.components.environment import Settings, get_settings
 
 PREFIX = "pipelines"
 BACKFILL = "backfill"
 WAIT_NOTICE_SECONDS = 2.0  # a run still waiting after this long logs what it waits for
+RECHECK_SECONDS = 30.0  # and then looks for dead holders again this often
+HOLDER_TAG = "pipelines-slot-holder"
+HOLDER_PREFIX = "pipelines_slot_"  # Prefect Variable names: lowercase letters, digits and underscores
 
 
 def namespace_limit(namespace: str) -> str:
@@ -173,6 +192,139 @@ def _usable(client) -> bool:
     )
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None when there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is not None:
+        return stat[stat.rfind(")") + 2 :].split()[19]  # field 22; the command name may hold spaces
+    if os.path.isdir("/proc/self"):
+        return None  # Linux: no such process
+    try:
+        import psutil
+    except ImportError:
+        return None
+    try:
+        return repr(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _machine() -> dict[str, str | None]:
+    """Where pids mean the same processes: host name, kernel boot and pid namespace."""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    if boot is None:
+        try:
+            import psutil
+
+            boot = repr(psutil.boot_time())
+        except ImportError:
+            pass
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = None
+    return {"host": socket.gethostname(), "boot": boot, "pidns": pidns}
+
+
+@functools.lru_cache(maxsize=4)
+def _process(pid: int) -> dict:
+    return {**_machine(), "pid": pid, "started": _start_time(pid)}
+
+
+def _holder() -> dict:
+    """Who is about to hold slots: this process, and the flow and task run of the calling thread."""
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task, flow = TaskRunContext.get(), FlowRunContext.get()
+    flow_run = getattr(flow, "flow_run", None)
+    flow_run_id = getattr(flow_run, "id", None) or getattr(
+        getattr(task, "task_run", None), "flow_run_id", None
+    )
+    task_run_id = getattr(getattr(task, "task_run", None), "id", None)
+    return {
+        **_process(os.getpid()),
+        "flow_run": str(flow_run_id) if flow_run_id else None,
+        "task_run": str(task_run_id) if task_run_id else None,
+    }
+
+
+def _describe(record: dict) -> str:
+    """``host h pid 12 (flow run <id>) since <time>``, as a log line names a holder."""
+    run = f"flow run {record['flow_run']}" if record.get("flow_run") else "no flow run"
+    return f"host {record.get('host')} pid {record.get('pid')} ({run}) since {record.get('acquired')}"
+
+
+async def _dead(client, record: dict) -> str | None:
+    """Why the holder is certainly gone, or None when it is alive or that cannot be decided."""
+    here, pid = _machine(), record.get("pid")
+    same = (
+        here["host"] is not None
+        and here["boot"] is not None
+        and all(record.get(key) == here[key] for key in ("host", "boot", "pidns"))
+    )
+    if same and isinstance(pid, int):
+        started = _start_time(pid)
+        if started is None:
+            return f"process {pid} is gone"
+        if record.get("started") is not None and started != record["started"]:
+            return f"pid {pid} now belongs to another process"
+        return None  # alive here: its slots are in use, whatever its flow run's state says
+    if record.get("flow_run"):
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            run = await client.read_flow_run(uuid.UUID(record["flow_run"]))
+        except (ObjectNotFound, ValueError):
+            return None
+        if run.state is not None and run.state.is_final():
+            return f"its flow run is {run.state.type.value}"
+    return None
+
+
+async def _holders(client, wanted) -> list[tuple[str, list[str], dict]]:
+    """The holder records of any of the ``wanted`` limits: (record name, its limits, the record)."""
+    response = await client._client.post(
+        "/variables/filter", json={"variables": {"tags": {"all_": [HOLDER_TAG]}}, "limit": 200}
+    )
+    found = []
+    for variable in response.json():
+        names = [tag for tag in variable.get("tags") or [] if tag != HOLDER_TAG]
+        if not variable["name"].startswith(HOLDER_PREFIX) or not set(names) & set(wanted):
+            continue
+        try:
+            record = json.loads(variable["value"])
+        except (TypeError, ValueError):
+            record = {}
+        found.append((variable["name"], names, record if isinstance(record, dict) else {}))
+    return found
+
+
+async def _free(client, name: str, limit_names: list[str], record: dict) -> bool:
+    """Delete a dead holder's record and, only if this call deleted it, release its slots."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        await client.delete_variable_by_name(name)
+    except ObjectNotFound:  # another run (or the holder itself) got there first: it released them
+        return False
+    try:
+        since = datetime.fromisoformat(record["acquired"])
+        held = (datetime.now(UTC) - since).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        held = 0.0
+    await client.release_concurrency_slots(names=limit_names, slots=1, occupancy_seconds=max(held, 0.001))
+    return True
+
+
 class Reservation:
     """Slots being acquired (from the moment it is made) and held until the block that made it ends.
 
@@ -181,7 +333,8 @@ class Reservation:
     slots are released. Inside a Prefect run the coroutine uses the run's own API client, and it asks
     the API for the slots itself, as :func:`prefect.concurrency.asyncio.concurrency` does (the same
     request, the same wait the API asks for when the slots are taken, the same events), without its
-    per-limit queue service and a new API client per release: acquire and release are one request each.
+    per-limit queue service and a new API client per release: acquire and release are one request each,
+    plus one to create and one to delete the holder record (see the module's docstring).
     """
 
     def __init__(self, wanted: dict[str, int], logger) -> None:
@@ -192,9 +345,11 @@ class Reservation:
         self._got = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._release: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None  # set to ask for the slots again now
         self._closed = self._held = False
         self._started = time.monotonic()
         self._api = _api_identity()
+        self._holder = _holder()
         self._call = from_sync.call_soon_in_loop_thread(create_call(self._hold, _run_client()))
 
     async def _hold(self, client) -> None:
@@ -203,7 +358,7 @@ class Reservation:
 
             async with get_client() as own:
                 return await self._hold(own)
-        self._release = asyncio.Event()
+        self._release, self._wake = asyncio.Event(), asyncio.Event()
         self._loop = asyncio.get_running_loop()
         try:
             missing = ENSURED.missing(self._api, self.wanted)
@@ -214,8 +369,9 @@ class Reservation:
             response = await self._acquire(client, names)
             if response is None:  # closed before the slots were free
                 return
-            got = time.monotonic()
+            got, record, events = time.monotonic(), None, None
             try:
+                record = await self._record(client, names)
                 events = _acquired_events(response)
                 self._held = True
                 self._got.set()
@@ -224,14 +380,56 @@ class Reservation:
             finally:
                 # released even when this coroutine is cancelled (the loop shutting down): a slot
                 # left taken bounds every later run
-                await asyncio.shield(
-                    client.release_concurrency_slots(
-                        names=names, slots=1, occupancy_seconds=max(time.monotonic() - got, 0.001)
-                    )
-                )
-                _released_events(events)
+                await asyncio.shield(self._let_go(client, names, record, max(time.monotonic() - got, 0.001)))
+                if events is not None:
+                    _released_events(events)
         finally:
             self._got.set()
+
+    async def _record(self, client, names: list[str]) -> str | None:
+        """Record who holds the slots (one request); None when the API refused (the slots are held anyway)."""
+        from prefect.client.schemas.actions import VariableCreate
+
+        name = f"{HOLDER_PREFIX}{uuid.uuid4().hex}"
+        value = {**self._holder, "acquired": datetime.now(UTC).isoformat(timespec="seconds")}
+        try:
+            await client.create_variable(
+                VariableCreate(name=name, value=json.dumps(value), tags=[HOLDER_TAG, *names])
+            )
+        except Exception as exc:
+            self.logger.warning(
+                "Could not record who holds %s (%s: %s): if this process is killed, its slots are not freed "
+                "automatically.",
+                self.what,
+                type(exc).__name__,
+                exc,
+            )
+            return None
+        return name
+
+    async def _let_go(self, client, names: list[str], record: str | None, held: float) -> None:
+        """Delete the holder record, then release the slots, unless a waiting run deleted it first (it released them)."""
+        from prefect.exceptions import ObjectNotFound
+
+        if record is not None:
+            try:
+                await client.delete_variable_by_name(record)
+            except ObjectNotFound:
+                self.logger.warning(
+                    "The slots of %s were freed while this run held them: a waiting run judged it dead (its flow "
+                    "run was marked finished). Not releasing them twice.",
+                    self.what,
+                )
+                return
+            except Exception as exc:  # the slots matter more than the record: release them anyway
+                self.logger.warning(
+                    "Could not delete the holder record %s (%s: %s); delete it with `prefect variable delete %s`.",
+                    record,
+                    type(exc).__name__,
+                    exc,
+                    record,
+                )
+        await client.release_concurrency_slots(names=names, slots=1, occupancy_seconds=held)
 
     async def _acquire(self, client, names: list[str]):
         """One request for every slot; while they are taken, ask again when the API says to (or stop when closed)."""
@@ -245,35 +443,74 @@ class Reservation:
                     raise
                 retry_after = float(exc.response.headers.get("Retry-After", 1.0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._release.wait(), max(retry_after, 0.05))
+                await asyncio.wait_for(self._wake.wait(), max(retry_after, 0.05))
+            self._wake.clear()
         return None
 
-    def _in_use(self) -> str:
-        """The limits' slots in use right now, e.g. ``pipelines:ns:orders 1/1``."""
+    async def _look(self) -> tuple[str, list[tuple[str, list[str], dict]], list[str]]:
+        """Slots in use, the holders of the wanted limits that are alive or undecided, and what was freed."""
         from prefect import get_client
 
-        async def read() -> str:
-            async with get_client() as client:
-                found = [await client.read_global_concurrency_limit_by_name(n) for n in self.wanted]
-            return ", ".join(f"{c.name} {c.active_slots}/{c.limit}" for c in found)
+        alive, freed = [], []
+        async with get_client() as client:
+            for name, limit_names, record in await _holders(client, self.wanted):
+                why = await _dead(client, record)
+                if why is None:
+                    alive.append((name, limit_names, record))
+                elif await _free(client, name, limit_names, record):
+                    freed.append(
+                        f"Freed the slots of {', '.join(limit_names)} held by a dead run ({why}): "
+                        f"{_describe(record)}, holder record {name}."
+                    )
+            found = [await client.read_global_concurrency_limit_by_name(n) for n in self.wanted]
+        return ", ".join(f"{c.name} {c.active_slots}/{c.limit}" for c in found), alive, freed
 
+    def _check(self) -> tuple[str, list[tuple[str, list[str], dict]], bool]:
+        """Free the slots of dead holders (logging each) and ask for the slots again at once if any were."""
         try:
             from prefect._internal.concurrency.api import create_call, from_sync
 
-            return from_sync.call_soon_in_loop_thread(create_call(read)).result(timeout=10)
-        except Exception:  # the notice is best effort: the wait itself goes on
-            return "unknown"
+            in_use, alive, freed = from_sync.call_soon_in_loop_thread(create_call(self._look)).result(
+                timeout=30
+            )
+        except Exception as exc:  # best effort: the wait itself goes on
+            return f"unknown ({type(exc).__name__}: {exc})", [], False
+        for line in freed:
+            self.logger.warning(line)
+        loop, wake = self._loop, self._wake
+        if freed and loop is not None and wake is not None:
+            loop.call_soon_threadsafe(wake.set)
+        return in_use, alive, bool(freed)
+
+    def _notice(self, in_use: str, alive: list[tuple[str, list[str], dict]]) -> None:
+        held_by = "; ".join(f"{_describe(record)} [record {name}]" for name, _, record in alive)
+        manual = ""
+        if alive:
+            manual = (
+                " A holder on another machine whose flow run is never marked finished is not freed automatically: "
+                "once sure it is gone, run `prefect global-concurrency-limit update <limit> --active-slots 0` for "
+                "each of its limits and `prefect variable delete <record>`."
+            )
+        self.logger.info(
+            "Waiting for a slot of %s (slots in use: %s; held by: %s). See `prefect global-concurrency-limit ls`; "
+            "the bounds are PIPELINES_MAX_RUNS, PIPELINES_MAX_DATASET_RUNS and PIPELINES_BACKFILL_WINDOWS.%s",
+            self.what,
+            in_use,
+            held_by or "no recorded holder",
+            manual,
+        )
 
     def wait(self) -> None:
-        """Block until the slots are held; log, once, when that takes a while and what it waits for."""
-        if not self._got.wait(WAIT_NOTICE_SECONDS):
-            self.logger.info(
-                "Waiting for a slot of %s (slots in use: %s). See `prefect global-concurrency-limit ls`; "
-                "the bounds are PIPELINES_MAX_RUNS, PIPELINES_MAX_DATASET_RUNS and PIPELINES_BACKFILL_WINDOWS.",
-                self.what,
-                self._in_use(),
-            )
-            self._got.wait()
+        """Block until the slots are held. After a while, free dead holders' slots and say what it waits for."""
+        waited, noticed, interval = False, False, WAIT_NOTICE_SECONDS
+        while not self._got.wait(interval):
+            waited = True
+            in_use, alive, freed = self._check()
+            if not freed and not noticed:
+                self._notice(in_use, alive)
+                noticed = True
+            interval = WAIT_NOTICE_SECONDS if freed else RECHECK_SECONDS
+        if waited:
             self.logger.info("Got a slot of %s after %.1f s", self.what, time.monotonic() - self._started)
         if not self._held:
             self._call.result()  # raises what went wrong (the API could not be reached, ...)
@@ -282,9 +519,10 @@ class Reservation:
     def close(self) -> None:
         """Release the slots (or stop waiting for them) and wait until that is done."""
         self._closed = True
-        loop, release = self._loop, self._release
-        if loop is not None and release is not None:
+        loop, release, wake = self._loop, self._release, self._wake
+        if loop is not None and release is not None and wake is not None:
             loop.call_soon_threadsafe(release.set)
+            loop.call_soon_threadsafe(wake.set)
         with contextlib.suppress(asyncio.CancelledError, concurrent.futures.CancelledError):
             self._call.result()
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+import os
 import threading
 
 import pytest
@@ -118,14 +119,18 @@ def test_a_run_that_waits_for_a_slot_says_what_it_waits_for(caplog, monkeypatch)
     assert (
         "Waiting for a slot of pipelines:limits-c (8 slot(s)), pipelines:limits-c:orders (1 slot(s))" in text
     )
-    assert "(slots in use: pipelines:limits-c 1/8, pipelines:limits-c:orders 1/1)" in text
+    assert "(slots in use: pipelines:limits-c 1/8, pipelines:limits-c:orders 1/1; held by: host " in text
+    # the holder is alive in this process: named with its pid, never freed, and the manual fix is given
+    assert f" pid {os.getpid()} (no flow run) since " in text
+    assert "Freed the slots" not in text
+    assert "--active-slots 0" in text and "prefect variable delete" in text
     assert "prefect global-concurrency-limit ls" in text and "PIPELINES_MAX_DATASET_RUNS" in text
     assert "Got a slot of" in text
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_the_overhead_of_a_slot_is_two_api_calls(monkeypatch):
-    """Ensuring the limits is cached per process: a second slot makes no read, only acquire and release."""
+def test_the_overhead_of_a_slot_is_four_api_calls(monkeypatch):
+    """Ensuring the limits is cached per process: a second slot makes no read, only acquire, record and release."""
     from prefect.client.orchestration import PrefectClient
 
     monkeypatch.setattr(limits, "WAIT_NOTICE_SECONDS", 600)  # no "waiting" notice (it reads the limits)
@@ -133,6 +138,8 @@ def test_the_overhead_of_a_slot_is_two_api_calls(monkeypatch):
     for name in (
         "read_global_concurrency_limit_by_name",
         "increment_concurrency_slots",
+        "create_variable",
+        "delete_variable_by_name",
         "release_concurrency_slots",
     ):
         original = getattr(PrefectClient, name)
@@ -150,7 +157,13 @@ def test_the_overhead_of_a_slot_is_two_api_calls(monkeypatch):
     with limits.slot("limits-d", "orders", settings=settings):
         pass
     assert first.count("read_global_concurrency_limit_by_name") == 2
-    assert calls == ["increment_concurrency_slots", "release_concurrency_slots"]
+    # acquire, record who holds the slots, delete that record, release
+    assert calls == [
+        "increment_concurrency_slots",
+        "create_variable",
+        "delete_variable_by_name",
+        "release_concurrency_slots",
+    ]
 
 
 @pytest.mark.usefixtures("prefect_harness")
