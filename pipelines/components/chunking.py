@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+_HEADER_BLOCK = 64 * 1024  # read size while looking for the header's end (it is usually one short line)
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -73,7 +75,7 @@ def csv_chunks(
     if size < 1:
         raise ValueError(f"chunk size must be at least 1 byte, got {size}")
     mark = quote.encode() if quote else None
-    header = _read_header(handle, mark, max(size, 64 * 1024))
+    header = _read_header(handle, mark, _HEADER_BLOCK)
     start = max(start, len(header))
     handle.seek(start)
     line = first_line
@@ -82,29 +84,31 @@ def csv_chunks(
     position = start
     while True:
         block = handle.read(size)
-        at_end = not block
-        data = carry + block
-        if at_end:
-            if data or position == len(header):
+        if not block:
+            if carry or position == len(header):
                 yield Chunk(
-                    header + data, position, position + len(data), line, line + data.count(b"\n"), True
+                    header + carry, position, position + len(carry), line, line + carry.count(b"\n"), True
                 )
             return
         cut = _boundary(block, mark, parity)
         if cut < 0:  # no record ends in this block: keep reading
             parity += block.count(mark) if mark else 0
-            carry = data
+            carry = carry + block
             continue
-        cut += len(carry)
-        body, carry = data[:cut], data[cut:]
+        # One copy of the block into the chunk (header, carried partial record, block up to the cut):
+        # each further copy of a chunk-sized buffer costs as much as reading it.
+        lines = carry.count(b"\n") + block.count(b"\n", 0, cut)
+        data = b"".join((header, carry, memoryview(block)[:cut]))
+        body_size = len(data) - len(header)
+        carry = block[cut:]
+        del block
         parity = carry.count(mark) if mark else 0
-        lines = body.count(b"\n")
         following = handle.read(1)
         if following:
             handle.seek(-1, 1)
         is_last = not following and not carry
-        yield Chunk(header + body, position, position + len(body), line, line + lines - 1, is_last)
+        yield Chunk(data, position, position + body_size, line, line + lines - 1, is_last)
         if is_last:
             return
-        position += len(body)
+        position += body_size
         line += lines
