@@ -92,8 +92,10 @@ class RawZone:
                     removed += 1
         return removed
 
-    def _stage(self, chunks: Iterable[bytes]) -> tuple[str, str]:
-        """Write chunks to a staging file, hashing them; returns (staging location, content hash)."""
+    def _stage(self, chunks: Iterable[bytes | memoryview]) -> tuple[str, str]:
+        """Write chunks to a staging file, hashing them; returns (staging location, content hash).
+
+        Each chunk is hashed and written before the next is taken (see :func:`_blocks`)."""
         digest = hashlib.sha256()
         if self.storage.is_s3:
             handle, local = tempfile.mkstemp(prefix="pipelines-", suffix=".part")
@@ -135,7 +137,7 @@ class RawZone:
 
     # landing ---------------------------------------------------------------------------------
 
-    def keep(self, name: str, chunks: Iterable[bytes]) -> str:
+    def keep(self, name: str, chunks: Iterable[bytes | memoryview]) -> str:
         """Land one arrival (streamed once); returns its raw path (existing when the content was known)."""
         staged, digest = self._stage(chunks)
         known = self.landed.index.get(digest)
@@ -188,10 +190,19 @@ class RawZone:
         self._publish(staged, self._manifest_rel)
 
 
-def _blocks(source: Storage, path: str) -> Iterator[bytes]:
+def _blocks(source: Storage, path: str) -> Iterator[bytes | memoryview]:
+    """The file's bytes in blocks, read into one reused buffer: each block is valid only until the next
+    is asked for (hashing and writing it first, as :meth:`RawZone._stage` does). A fresh buffer per block
+    made the copy page-fault through every byte of the file once more."""
     with source.open(path) as handle:
-        while block := handle.read(_BLOCK):
-            yield block
+        readinto = getattr(handle, "readinto", None)
+        if readinto is None:
+            while block := handle.read(_BLOCK):
+                yield block
+            return
+        buffer = memoryview(bytearray(_BLOCK))
+        while size := readinto(buffer):
+            yield buffer[:size]
 
 
 def list_files(source: Storage, pattern: str) -> list[tuple[str, dict[str, Any]]]:
