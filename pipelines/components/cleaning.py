@@ -441,18 +441,23 @@ def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
     separator, quote = _csv_options(contract)
     if b"\x00" in data:
         return _parse_csv_scanned(data, separator, quote, source)
-    frame, error = _polars_rows(data, separator, quote)
+    lines = _physical_lines(data)  # counted once: a scan of the whole batch
+    frame, error = _polars_rows(data, separator, quote, lines)
     if error and ("utf-8" in error.lower() or "utf8" in error.lower()):
         _, problem = decode_text(data, "utf8", source)
         return _whole_file_rejected(source, "encoding", problem or f"{source}: {error}")
     if frame is not None:
-        return Parsed(frame=frame, rows_in=frame.height, lines=_physical_lines(data))
+        return Parsed(frame=frame, rows_in=frame.height, lines=lines)
     repaired = _parse_csv_repaired(data, separator, quote, source)
     return repaired if repaired is not None else _parse_csv_scanned(data, separator, quote, source)
 
 
-def _polars_rows(data: bytes, separator: str, quote: str | None) -> tuple[pl.DataFrame | None, str | None]:
-    """(rows, None) when polars reads one row per physical line after the header, else (None, its error)."""
+def _polars_rows(
+    data: bytes, separator: str, quote: str | None, lines: int | None = None
+) -> tuple[pl.DataFrame | None, str | None]:
+    """(rows, None) when polars reads one row per physical line after the header, else (None, its error).
+
+    ``lines``: ``_physical_lines(data)`` when the caller has counted them already."""
     try:
         frame = pl.read_csv(
             data,
@@ -465,7 +470,7 @@ def _polars_rows(data: bytes, separator: str, quote: str | None) -> tuple[pl.Dat
         )
     except (Exception, pl.exceptions.PanicException) as exc:
         return None, str(exc)
-    if frame.height != _physical_lines(data) - 1:
+    if frame.height != (_physical_lines(data) if lines is None else lines) - 1:
         return None, None
     if frame.width > 1 and frame.get_column(frame.columns[-1]).null_count():  # maybe a short line
         return None, None
