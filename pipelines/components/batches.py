@@ -11,8 +11,10 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import polars as pl
 
@@ -21,6 +23,8 @@ from pipelines.components.chunking import csv_chunks
 from pipelines.components.registry import DatasetSpec
 from pipelines.components.resources import Storage
 from pipelines.lake.quarantine import Span
+
+T = TypeVar("T")
 
 DEFAULT_BATCH_BYTES = 128 * 1024 * 1024
 _SEQ_FILE_BITS = 32  # _seq = file number << 32 | line: arrival order across the files of a run
@@ -112,6 +116,49 @@ def batches(stream: Iterable[Unit], batch_bytes: int) -> Iterator[list[Unit]]:
         yield batch
 
 
+class ReadAhead(Generic[T]):
+    """Iterate ``items`` with the next one produced on a background thread while the caller works on
+    the current one (reading a batch's raw bytes overlaps cleaning the batch before it).
+
+    Exactly one item is produced ahead; an error producing it is raised where the caller asks for
+    it. Use as a context manager: the thread is stopped and ``items`` closed on exit.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self._items = iter(items)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipelines-read-ahead")
+        self._ahead: Future | None = None
+
+    def __enter__(self) -> ReadAhead[T]:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if self._ahead is not None:
+                wait([self._ahead])
+                self._ahead = None
+            close = getattr(self._items, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._worker.shutdown(wait=True, cancel_futures=True)
+
+    def __iter__(self) -> Iterator[T]:
+        ahead = self._worker.submit(next, self._items, self._END)
+        self._ahead = ahead
+        while True:
+            item = ahead.result()
+            if item is self._END:
+                self._ahead = None
+                return
+            ahead = self._worker.submit(next, self._items, self._END)
+            self._ahead = ahead
+            yield item
+            del item
+
+
 @dataclass
 class Cleaned:
     """One batch parsed and cast: typed rows (duplicates collapsed), quarantine rows and the counts."""
@@ -191,7 +238,12 @@ class Staged:
     back only the primary key, incremental field and arrival order, one key-hash bucket at a time, and
     names the losers with the same rule as :func:`cleaning.collapse_duplicates` (latest by the
     incremental field, ties to the later arrival); :meth:`frames` gives the batches back in order.
-    Use as a context manager: the folder is removed on exit.
+
+    The disk work runs on one background thread, so it overlaps the caller's work: a spilled batch is
+    written while the next batch is cleaned, and :meth:`frames` reads the next batch back while the
+    caller commits the current one. At most one batch is being written or read ahead at a time, and
+    an error of that work is raised by the next call on this object (or on exit), never dropped.
+    Use as a context manager: the thread is stopped and the folder removed on exit.
     """
 
     def __init__(self, primary_key: Iterable[str], incremental_field: str | None) -> None:
@@ -200,26 +252,64 @@ class Staged:
         self._folder: Path | None = None
         self._frames: list[pl.DataFrame | Path] = []
         self._heights: list[int] = []
+        self._worker: ThreadPoolExecutor | None = None
+        self._writing: Future | None = None  # the spill in flight
+        self.broken = False  # a spill failed: the held batches are incomplete and must not be committed
 
     def __enter__(self) -> Staged:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._frames.clear()
-        if self._folder is not None:
-            shutil.rmtree(self._folder, ignore_errors=True)
-            self._folder = None
+    def __exit__(self, kind, *exc) -> None:
+        try:
+            if self._writing is not None:
+                writing, self._writing = self._writing, None
+                if kind is None:
+                    writing.result()  # a failed spill fails the run instead of vanishing
+                else:
+                    wait([writing])  # the error already on its way wins
+        finally:
+            if self._worker is not None:
+                self._worker.shutdown(wait=True, cancel_futures=True)
+                self._worker = None
+            self._frames.clear()
+            if self._folder is not None:
+                shutil.rmtree(self._folder, ignore_errors=True)
+                self._folder = None
 
     def __len__(self) -> int:
         return len(self._frames)
 
+    def _background(self) -> ThreadPoolExecutor:
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipelines-staged")
+        return self._worker
+
+    def _settle(self) -> None:
+        """Wait for the spill in flight; raises its error."""
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            if writing.exception() is not None:
+                self.broken = True
+            writing.result()
+
+    @staticmethod
+    def _write(frame: pl.DataFrame, path: Path) -> None:
+        frame.write_ipc(path, compression="uncompressed")
+
+    @staticmethod
+    def _read(path: Path) -> pl.DataFrame:
+        frame = pl.read_ipc(path)
+        path.unlink()
+        return frame
+
     def spill(self) -> None:
-        """Move the batch held in memory to disk (call before cleaning the next batch)."""
+        """Move the batch held in memory to disk, in the background (call before cleaning the next batch)."""
+        self._settle()
         if self._frames and isinstance(self._frames[-1], pl.DataFrame):
             if self._folder is None:
                 self._folder = Path(tempfile.mkdtemp(prefix="pipelines-ingest-"))
             path = self._folder / f"batch-{len(self._frames) - 1:06d}.arrow"
-            self._frames[-1].write_ipc(path, compression="uncompressed")
+            self._writing = self._background().submit(self._write, self._frames[-1], path)
             self._frames[-1] = path
 
     def add(self, good: pl.DataFrame) -> None:
@@ -230,6 +320,7 @@ class Staged:
 
     def superseded(self) -> pl.Series:
         """``_seq`` of the held rows that a held row of another batch supersedes (empty: keys disjoint)."""
+        self._settle()
         none = pl.Series(cleaning.SEQ, [], pl.Int64)
         held = [item for item, height in zip(self._frames, self._heights, strict=True) if height]
         if not self._key or len(held) < 2:
@@ -257,12 +348,24 @@ class Staged:
         return pl.concat(losers).get_column(cleaning.SEQ) if losers else none
 
     def frames(self) -> Iterator[pl.DataFrame]:
-        """The held batches in order (each read back from disk when it was moved there)."""
-        for index, item in enumerate(self._frames):
-            if isinstance(item, Path):
-                frame = pl.read_ipc(item)
-                item.unlink()
-            else:
-                frame = item
-            self._frames[index] = pl.DataFrame()
-            yield frame
+        """The held batches in order (each read back from disk when it was moved there); the next one
+        is read in the background while the caller works on the current one."""
+        self._settle()
+
+        def load(index: int) -> Future | pl.DataFrame | None:
+            if index >= len(self._frames):
+                return None
+            item = self._frames[index]
+            return self._background().submit(self._read, item) if isinstance(item, Path) else item
+
+        ahead = load(0)
+        try:
+            for index in range(len(self._frames)):
+                frame = ahead.result() if isinstance(ahead, Future) else ahead
+                self._frames[index] = pl.DataFrame()
+                ahead = load(index + 1)
+                yield frame
+                del frame
+        finally:
+            if isinstance(ahead, Future):
+                wait([ahead])  # the caller stopped early: let the read finish before the folder goes

@@ -391,28 +391,37 @@ def _stream(
         partial={} if full_refresh else dict((state or {}).get("partial", {})),
     )
     watermark = None if full_refresh else (state or {}).get("watermark")
-    stream = batches.batches(batches.units(lake.storage, spec, pending, batch_bytes), batch_bytes)
+    # the next batch's raw bytes are read while this one is cleaned and committed
+    stream = batches.ReadAhead(
+        batches.batches(batches.units(lake.storage, spec, pending, batch_bytes), batch_bytes)
+    )
     first_load = table is None or full_refresh
     if not first_load:
-        for units in stream:
-            ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
-            watermark = ready.watermark
-            good = good.drop(cleaning.SEQ) if good.width else lake.empty_like(table)
-            table = _commit(spec, lake, table, ready, good, consumed, result, merge=True)
+        with stream:
+            for units in stream:
+                ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
+                del units
+                watermark = ready.watermark
+                good = good.drop(cleaning.SEQ) if good.width else lake.empty_like(table)
+                table = _commit(spec, lake, table, ready, good, consumed, result, merge=True)
         return
     with batches.Staged(spec.primary_key, spec.incremental_field) as staged:
         held: list[_Ready] = []
         try:
-            for units in stream:
-                staged.spill()  # the previous batch's rows go to disk before this one is cleaned
-                ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
-                watermark = ready.watermark
-                staged.add(good)
-                held.append(ready)
-                del good
+            with stream:
+                for units in stream:
+                    staged.spill()  # the previous batch's rows go to disk while this one is cleaned
+                    ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
+                    del units
+                    watermark = ready.watermark
+                    staged.add(good)
+                    held.append(ready)
+                    del good
         except Exception:
-            # A batch that stops the run (validation, schema policy) leaves the ones before it committed.
-            _append_winners(spec, lake, table, staged, held, consumed, result)
+            # A batch that stops the run (validation, schema policy) leaves the ones before it committed;
+            # a batch that could not be staged leaves nothing committed.
+            if not staged.broken:
+                _append_winners(spec, lake, table, staged, held, consumed, result)
             raise
         _append_winners(spec, lake, table, staged, held, consumed, result)
 

@@ -297,3 +297,28 @@ def test_a_first_load_appends_winners_and_a_quarantined_later_row_does_not_hide_
     operations = [c["operation"] for c in lake.table("cleaned", "orders").history()]
     assert result.batches > 2
     assert operations.count("WRITE") == result.batches and "MERGE" not in operations
+
+
+def test_a_first_load_whose_spill_fails_commits_nothing_and_a_rerun_gives_the_exact_rows(orders, monkeypatch):
+    from pipelines.components import batches
+
+    files = [_rows(300, 80, seed=6), _rows(300, 80, seed=7, first=300)]
+    for number, lines in enumerate(files):
+        _land(orders, f"part-{number}.csv", lines)
+    original = batches.Staged._write
+
+    def fail(frame, path):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(batches.Staged, "_write", staticmethod(fail))
+    with pytest.raises(OSError, match="No space left"):
+        ingest("orders", batch_bytes=2048)  # the background spill's error fails the run
+    lake = Lake(Storage(str(orders / "data" / "test")))
+    assert lake.table("cleaned", "orders") is None  # nothing committed
+    monkeypatch.setattr(batches.Staged, "_write", staticmethod(original))
+    result = ingest("orders", batch_bytes=2048)
+    assert result.batches > 2 and result.rows_in == 600
+    assert result.rows_in == result.written + result.quarantined + result.duplicates_collapsed
+    assert _cleaned(lake).equals(_expected(files))
+    one = ingest("orders", full_refresh=True)  # one batch: nothing staged on disk, the same table
+    assert one.batches == 1 and _cleaned(lake).equals(_expected(files))
