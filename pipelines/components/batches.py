@@ -155,8 +155,9 @@ class ReadAhead(Generic[T]):
                 return
             ahead = self._worker.submit(next, self._items, self._END)
             self._ahead = ahead
-            yield item
+            held = [item]
             del item
+            yield held.pop()  # this frame keeps no reference: the caller's `del` frees the item
 
 
 @dataclass
@@ -361,11 +362,10 @@ class Staged:
         ahead = load(0)
         try:
             for index in range(len(self._frames)):
-                frame = ahead.result() if isinstance(ahead, Future) else ahead
+                held = [ahead.result() if isinstance(ahead, Future) else ahead]
                 self._frames[index] = pl.DataFrame()
                 ahead = load(index + 1)
-                yield frame
-                del frame
+                yield held.pop()  # this frame keeps no reference: the caller's `del` frees the batch
         finally:
             if isinstance(ahead, Future):
                 wait([ahead])  # the caller stopped early: let the read finish before the folder goes

@@ -414,7 +414,9 @@ def _stream(
                     ready, good = _prepare(spec, lake, units, table, result, run_id, watermark)
                     del units
                     watermark = ready.watermark
-                    staged.add(good)
+                    # one contiguous batch, as the writer takes it (see Lake): made now, while memory is
+                    # lower than when the batch is filtered and written
+                    staged.add(good.rechunk())
                     held.append(ready)
                     del good
         except Exception:
@@ -442,10 +444,11 @@ def _append_winners(
     for ready, good in zip(held, staged.frames(), strict=True):
         winners = good.filter(~pl.col(cleaning.SEQ).is_in(losers.implode())) if losers.len() else good
         dropped = good.height - winners.height
+        del good  # while this batch is written the next one is read back: hold one copy of each
         result.written -= dropped  # superseded by a row of another batch of this run
         result.duplicates_collapsed += dropped
         table = _commit(spec, lake, table, ready, winners.drop(cleaning.SEQ), consumed, result, merge=False)
-        del good, winners
+        del winners
 
 
 @dataclass

@@ -3,6 +3,7 @@
 import random
 import threading
 import time
+import weakref
 
 import polars as pl
 import pytest
@@ -117,3 +118,14 @@ def test_read_ahead_closes_its_items_when_the_caller_stops_early():
             if item == 2:
                 break
     assert closed == [True] and not _staged_threads()
+
+
+def test_read_ahead_keeps_no_reference_to_the_item_the_caller_holds():
+    class Item:
+        pass
+
+    with batches.ReadAhead(Item() for _ in range(3)) as ahead:
+        for item in ahead:
+            ref = weakref.ref(item)
+            del item  # as ingest drops a batch's raw bytes once it is cleaned
+            assert ref() is None
