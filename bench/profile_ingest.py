@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import inspect
 import json
 import os
 import resource
@@ -29,6 +30,7 @@ from pathlib import Path
 from bench import _env
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_END = object()
 
 
 def _cpu() -> float:
@@ -88,12 +90,30 @@ class Recorder:
 
     def wrap(self, owner, attribute: str, name: str) -> None:
         original = getattr(owner, attribute)
-        self._originals.append((owner, attribute, original))
+        static = isinstance(inspect.getattr_static(owner, attribute), staticmethod)
+        self._originals.append((owner, attribute, staticmethod(original) if static else original))
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
             with self.stage(name):
                 return original(*args, **kwargs)
+
+        setattr(owner, attribute, staticmethod(timed) if static else timed)
+
+    def wrap_iter(self, owner, attribute: str, name: str) -> None:
+        """Like :meth:`wrap` for a generator function: times producing each item, not creating it."""
+        original = getattr(owner, attribute)
+        self._originals.append((owner, attribute, original))
+
+        @functools.wraps(original)
+        def timed(*args, **kwargs):
+            items = original(*args, **kwargs)
+            while True:
+                with self.stage(name):
+                    item = next(items, _END)
+                if item is _END:
+                    return
+                yield item
 
         setattr(owner, attribute, timed)
 
@@ -119,7 +139,7 @@ def instrument(recorder: Recorder) -> None:
     recorder.wrap(raw.RawZone, "keep_file", "land: copy + sha256 into raw (unless in the manifest)")
     recorder.wrap(resources.Storage, "read_bytes", "read file bytes (raw)")
     recorder.wrap(Lake, "state", "read state (Delta history)")
-    recorder.wrap(batches, "units", "clean: read raw files / CSV chunks")
+    recorder.wrap_iter(batches, "csv_chunks", "clean: read CSV chunks (on the read-ahead thread)")
     recorder.wrap(cleaning, "parse_raw", "clean: parse CSV as text")
     recorder.wrap(cleaning, "cast_to_contract", "clean: cast to contract + quarantine flags")
     recorder.wrap(cleaning, "collapse_duplicates", "clean: dedupe last-wins (sort + unique)")
@@ -127,7 +147,8 @@ def instrument(recorder: Recorder) -> None:
     recorder.wrap(Lake, "overwrite", "commit: cleaned table, overwrite (first load's first batch)")
     recorder.wrap(Lake, "merge", "commit: cleaned table, merge (batches into an existing table)")
     recorder.wrap(Lake, "append", "commit: cleaned table, append (first load's later batches)")
-    recorder.wrap(batches.Staged, "spill", "first load: spill a cleaned batch to local disk")
+    recorder.wrap(batches.Staged, "_write", "first load: spill a cleaned batch to local disk (background)")
+    recorder.wrap(batches.Staged, "_read", "first load: read a spilled batch back (background)")
     recorder.wrap(batches.Staged, "superseded", "first load: find rows superseded across batches")
     recorder.wrap(deltalake.table.TableMerger, "execute", "delta: merge execute")
     recorder.wrap(module, "_record_meta", "commit: _meta runs + schemas")
