@@ -18,20 +18,19 @@ import json
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import batches, limits, progress
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
 from pipelines.components.quality import ValidationFailedError
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key
+from pipelines.components.workflow import workflow
 from pipelines.lake import Lake, ledger, reprocess
 from pipelines.lake.layout import CLEANED
 from pipelines.workflows.aggregate import aggregate
@@ -258,7 +257,7 @@ def _markdown(result: BackfillResult) -> str:
     return f"# backfill {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n"
 
 
-@flow(name="backfill", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="backfill")
 def backfill(
     dataset: str,
     start: str,

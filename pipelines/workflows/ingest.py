@@ -24,20 +24,19 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, PrivateAttr
 
 from pipelines.components import batches, cleaning, limits, quality
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
 from pipelines.components.errors import retry_transient as _retry_transient
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key
+from pipelines.components.workflow import workflow
 from pipelines.lake import CommitConflict, Lake, ledger, quarantine
 from pipelines.lake.layout import CLEANED, INGESTED_AT, PARTITION, RUN_ID, raw_hash
 from pipelines.lake.raw import Landed, RawZone, list_files
@@ -754,7 +753,7 @@ def _markdown(result: IngestResult) -> str:
     return f"# ingest {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.cleaned_table}`\n"
 
 
-@flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="ingest")
 def ingest(
     dataset: str, full_refresh: bool = False, batch_bytes: int = batches.DEFAULT_BATCH_BYTES
 ) -> IngestResult:

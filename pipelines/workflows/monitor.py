@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prefect import flow, get_run_logger
+from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import alerts
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.status import DatasetStatus, status_for_settings
 from pipelines.components.summary import artifact_key
+from pipelines.components.workflow import workflow
 
 
 class MonitorResult(BaseModel):
@@ -35,7 +34,7 @@ def _breach(status: DatasetStatus) -> str:
     )
 
 
-@flow(name="monitor", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="monitor")
 def monitor(datasets: list[str] | None = None, at: datetime | None = None) -> MonitorResult:
     """Judge each dataset's freshness (time since its last successful commit) and alert on a breach."""
     settings = get_settings()

@@ -8,18 +8,17 @@ replace or append), and record the new share state and a ledger row with it. See
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import retry_transient
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage, Warehouse
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
 from pipelines.components.summary import artifact_key
+from pipelines.components.workflow import workflow
 
 __all__ = ["ShareResult", "share", "share_in_task"]
 
@@ -68,7 +67,7 @@ def _markdown(result: ShareResult) -> str:
     return f"# share {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-@flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="share")
 def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
     """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
     return _run(dataset, mode, full_refresh, _share, artifact=True)

@@ -14,19 +14,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import quality
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key
+from pipelines.components.workflow import workflow
 
 PARTITION = "_partition"
 
@@ -185,7 +184,7 @@ def _validate(
     )
 
 
-@flow(name="validate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="validate")
 def validate(dataset: str, partition: str | None = None) -> ValidationResult:
     """Re-validate a cleaned dataset (or one partition) against its contract's expectations, on demand."""
     started = time.monotonic()
