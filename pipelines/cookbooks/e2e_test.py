@@ -10,7 +10,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, JsonValue
 
 from pipelines.components import alerts
@@ -18,7 +17,7 @@ from pipelines.components.discovery import FlowEntry, discover
 from pipelines.components.environment import Settings, get_settings, settings_overrides
 from pipelines.components.errors import PipelinesError, unknown_name
 from pipelines.components.resources import Lake, Storage, Warehouse, schema_for
-from pipelines.components.summary import artifact_key, tag_subflows
+from pipelines.components.summary import artifact_key, publish_markdown, tag_subflows
 from pipelines.components.workflow import workflow
 from pipelines.cookbooks._e2e_cases import CASES, Case, Check, Evidence, check, commits_check, table_versions
 
@@ -364,7 +363,7 @@ def _markdown(report: E2EReport) -> str:
 def _record(report: E2EReport) -> None:
     logger = get_run_logger()
     key = artifact_key(report.parent_namespace, ARTIFACT_KEY)
-    create_markdown_artifact(key=key, markdown=_markdown(report), description=report.summary[:500])
+    publish_markdown(key=key, markdown=_markdown(report), description=report.summary[:500])
     for cookbook, failed in report.failures():
         logger.error(
             "%s: check failed: %s: expected %s, got %s (expected from: %s)",

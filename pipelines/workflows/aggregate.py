@@ -23,7 +23,6 @@ from typing import Any
 
 import polars as pl
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components.environment import get_settings
@@ -32,7 +31,7 @@ from pipelines.components.partitions import sync_status
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
 from pipelines.components.workflow import workflow
 from pipelines.lake import CommitConflict, Lake, ledger
 from pipelines.lake.layout import AGGREGATED, CLEANED, INGESTED_AT, PARTITION, RUN_ID, SOURCE_FILE
@@ -631,7 +630,7 @@ def _aggregate(dataset: str, full_refresh: bool, plan_step, build_step, *, artif
     get_run_logger().info("%s: %s, %s (%s)", dataset, result.status, result.mode, result.reason)
     if not artifact:
         return result
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "aggregate", dataset),
         markdown=_markdown(result),
         description=f"aggregate {dataset}",

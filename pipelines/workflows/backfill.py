@@ -19,7 +19,6 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import batches, limits, progress
@@ -29,7 +28,7 @@ from pipelines.components.quality import ValidationFailedError
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
 from pipelines.components.workflow import workflow
 from pipelines.lake import Lake, ledger, reprocess
 from pipelines.lake.layout import CLEANED
@@ -363,7 +362,7 @@ def backfill(
         sent = share(dataset=name)
         result.shared[name] = f"{sent.status} ({sent.rows} row(s))"
     result.duration_seconds = round(time.monotonic() - started, 3)
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "backfill", dataset),
         markdown=_markdown(result),
         description=f"backfill {dataset} {start}..{through}",

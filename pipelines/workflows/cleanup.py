@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 
 import polars as pl
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components.environment import get_settings
@@ -32,7 +31,7 @@ from pipelines.components.partitions import (
 from pipelines.components.registry import load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
 from pipelines.components.workflow import workflow
 from pipelines.lake import Lake
 from pipelines.lake.layout import CLEANED, QUARANTINE
@@ -165,7 +164,7 @@ def cleanup(dataset: str, dry_run: bool = False, vacuum_hours: int | None = None
     )
     result.duration_seconds = round(time.monotonic() - started, 3)
     listed = "\n".join(f"| {p} | {r} |" for p, r in result.reasons.items()) or "| (none) | |"
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(result.namespace, "cleanup", dataset),
         markdown=f"# cleanup {dataset} ({result.namespace}): {result.status}\n\n"
         f"{result.rows_removed} row(s)\n\n| partition | why it was stale |\n|---|---|\n{listed}\n",

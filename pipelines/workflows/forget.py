@@ -18,7 +18,6 @@ import time
 from datetime import UTC, datetime
 
 from prefect import get_run_logger
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import forgetting, limits, sharing
@@ -27,7 +26,7 @@ from pipelines.components.erasure import Subject, load_salt
 from pipelines.components.registry import load_registry
 from pipelines.components.resources import Storage, Warehouse
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
 from pipelines.components.workflow import workflow
 from pipelines.lake import Lake
 from pipelines.lake import erasure as ledger
@@ -268,7 +267,7 @@ def forget(
         result.status,
         {d: dict(z) for d, z in result.rows.items()},
     )
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "forget", request_id),
         markdown=_markdown(result),
         description=f"forget request {request_id}",

@@ -25,7 +25,6 @@ from typing import Any
 
 import polars as pl
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field, PrivateAttr
 
 from pipelines.components import batches, cleaning, limits, quality
@@ -35,7 +34,7 @@ from pipelines.components.errors import retry_transient as _retry_transient
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
 from pipelines.components.workflow import workflow
 from pipelines.lake import CommitConflict, Lake, ledger, quarantine
 from pipelines.lake.layout import CLEANED, INGESTED_AT, PARTITION, RUN_ID, raw_hash
@@ -674,7 +673,7 @@ def _report_validation(
         )
     key = artifact_key(result.namespace, "validation", spec.name)
     if check.outcomes or check.stopped:
-        create_markdown_artifact(
+        publish_markdown(
             key=key,
             markdown=quality.report_markdown(
                 f"validation of {spec.name}: ingest batch of run {result.run_id}",
@@ -808,7 +807,7 @@ def _ingest(
         result.watermark_after,
     )
     if artifact:
-        create_markdown_artifact(
+        publish_markdown(
             key=artifact_key(settings.namespace, "ingest", dataset),
             markdown=_markdown(result),
             description=f"ingest {dataset}",

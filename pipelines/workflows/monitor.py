@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from prefect import get_run_logger
-from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import alerts
 from pipelines.components.environment import get_settings
 from pipelines.components.status import DatasetStatus, status_for_settings
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_table
 from pipelines.components.workflow import workflow
 
 
@@ -51,7 +50,7 @@ def monitor(datasets: list[str] | None = None, at: datetime | None = None) -> Mo
         logger.warning("%s is stale: %s", status.dataset, _breach(status))
         alert = alerts.for_this_run(settings, status.dataset, "freshness breach", _breach(status))
         result.alerts_sent[status.dataset] = alerts.send(alert, settings)
-    create_table_artifact(
+    publish_table(
         key=artifact_key(settings.namespace, "monitor"),
         table=[
             {

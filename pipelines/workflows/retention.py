@@ -14,14 +14,13 @@ import time
 from datetime import UTC, date, datetime
 
 from prefect import get_run_logger
-from prefect.artifacts import create_table_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.registry import load_registry
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_table
 from pipelines.components.workflow import workflow
 from pipelines.lake import Lake
 from pipelines.lake.layout import CLEANED
@@ -111,7 +110,7 @@ def retention(
         )
         result.datasets.append(done)
     result.duration_seconds = round(time.monotonic() - started, 3)
-    create_table_artifact(
+    publish_table(
         key=artifact_key(settings.namespace, "retention"),
         table=[
             {

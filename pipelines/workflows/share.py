@@ -9,7 +9,6 @@ replace or append), and record the new share state and a ledger row with it. See
 from __future__ import annotations
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import retry_transient
@@ -17,7 +16,7 @@ from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
 from pipelines.components.workflow import workflow
 
 __all__ = ["ShareResult", "share", "share_in_task"]
@@ -91,7 +90,7 @@ def _run(dataset: str, mode: str | None, full_refresh: bool, share_step, *, arti
         warehouse.dispose()
     if not artifact:
         return result
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "share", dataset),
         markdown=_markdown(result),
         description=f"share {dataset}",

@@ -15,7 +15,6 @@ from typing import Any
 
 import polars as pl
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
 from pipelines.components import quality
@@ -24,7 +23,7 @@ from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
 from pipelines.components.workflow import workflow
 
 PARTITION = "_partition"
@@ -141,7 +140,7 @@ def _validate(
             ),
         )
     where = f"{zone}/{spec.name}" + (f" partition {partition}" if partition is not None else "")
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(namespace, "validation", spec.name),
         markdown=quality.report_markdown(
             f"validation of {where} (version {version}), run {run_id}",
