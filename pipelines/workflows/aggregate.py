@@ -32,7 +32,7 @@ from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key, publish_markdown
-from pipelines.components.workflow import workflow
+from pipelines.components.workflow import as_is, workflow
 from pipelines.lake import CommitConflict, Lake, ledger
 from pipelines.lake.layout import AGGREGATED, CLEANED, INGESTED_AT, PARTITION, RUN_ID, SOURCE_FILE
 from pipelines.lake.state import changes_data, commit_state, commits_since, state_at, table_partitions
@@ -567,7 +567,7 @@ def _markdown(result: AggregateResult) -> str:
 @workflow(name="aggregate")
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
-    return _aggregate(dataset, full_refresh, _plan, _build_and_commit, artifact=True)
+    return _aggregate(dataset, full_refresh, as_is(_plan), as_is(_build_and_commit), artifact=True)
 
 
 def aggregate_in_task(dataset: str, full_refresh: bool = False) -> AggregateResult:

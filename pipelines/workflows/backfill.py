@@ -29,7 +29,7 @@ from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key, publish_markdown
-from pipelines.components.workflow import workflow
+from pipelines.components.workflow import as_is, workflow
 from pipelines.lake import Lake, ledger, reprocess
 from pipelines.lake.layout import CLEANED
 from pipelines.workflows.aggregate import aggregate
@@ -321,7 +321,7 @@ def backfill(
             **limits.bounds(settings.namespace, None, settings, window=True),
         }
     )
-    futures = [_window.submit(spec, lake, settings, result.run_id, w, f) for w, f in assigned]
+    futures = [as_is(_window.submit)(spec, lake, settings, result.run_id, w, f) for w, f in assigned]
     for done, future in enumerate(futures, start=1):
         window = future.result()
         result.windows.append(window)

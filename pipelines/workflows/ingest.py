@@ -35,7 +35,7 @@ from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Storage
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key, publish_markdown
-from pipelines.components.workflow import workflow
+from pipelines.components.workflow import as_is, workflow
 from pipelines.lake import CommitConflict, Lake, ledger, quarantine
 from pipelines.lake.layout import CLEANED, INGESTED_AT, PARTITION, RUN_ID, raw_hash
 from pipelines.lake.raw import Landed, RawZone, list_files
@@ -761,7 +761,7 @@ def ingest(
     ``batch_bytes`` bounds how much raw input one batch (one commit) holds; a larger CSV file is
     read in record-aligned chunks of that size.
     """
-    return _ingest(dataset, full_refresh, batch_bytes, _land, _clean_and_commit, artifact=True)
+    return _ingest(dataset, full_refresh, batch_bytes, as_is(_land), as_is(_clean_and_commit), artifact=True)
 
 
 def ingest_in_task(

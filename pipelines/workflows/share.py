@@ -17,7 +17,7 @@ from pipelines.components.resources import Lake, Storage, Warehouse
 from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
 from pipelines.components.summary import artifact_key, publish_markdown
-from pipelines.components.workflow import workflow
+from pipelines.components.workflow import as_is, workflow
 
 __all__ = ["ShareResult", "share", "share_in_task"]
 
@@ -69,7 +69,7 @@ def _markdown(result: ShareResult) -> str:
 @workflow(name="share")
 def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
     """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
-    return _run(dataset, mode, full_refresh, _share, artifact=True)
+    return _run(dataset, mode, full_refresh, as_is(_share), artifact=True)
 
 
 def share_in_task(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:

@@ -24,7 +24,7 @@ from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage
 from pipelines.components.runs import new_run_id
 from pipelines.components.summary import artifact_key, publish_markdown
-from pipelines.components.workflow import workflow
+from pipelines.components.workflow import as_is, workflow
 
 PARTITION = "_partition"
 
@@ -190,7 +190,7 @@ def validate(dataset: str, partition: str | None = None) -> ValidationResult:
     settings = get_settings()
     spec = load_registry(settings.registry_path).get(dataset)
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
-    result = _validate(spec, lake, partition, new_run_id(), settings.namespace)
+    result = as_is(_validate)(spec, lake, partition, new_run_id(), settings.namespace)
     result.duration_seconds = round(time.monotonic() - started, 3)
     logger = get_run_logger()
     logger.info(

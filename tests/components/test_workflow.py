@@ -93,3 +93,27 @@ def test_a_saved_default_block_or_a_given_storage_wins(tmp_path):
 
     assert with_storage.result_storage is given
     assert probe.with_options(name="copy").result_storage is probe.result_storage
+
+
+def test_as_is_hands_arguments_to_the_task_without_prefect_walking_them(prefect_harness):
+    from prefect import flow, task
+    from prefect.states import Completed
+
+    from pipelines.components.workflow import as_is
+
+    @task
+    def look(state: dict, *, label: str) -> tuple[str, str]:
+        return type(state["inner"]).__name__, label
+
+    def argument() -> dict:
+        # Prefect's walk resolves a state found anywhere in an argument into its result: what it
+        # finds shows whether it walked
+        return {"inner": Completed(data=5), "files": {f"raw/{n}.csv": f"{n:032x}" for n in range(1000)}}
+
+    @flow
+    def probe() -> tuple[tuple[str, str], tuple[str, str]]:
+        return as_is(look)(argument(), label="x"), look(argument(), label="x")
+
+    handed, walked = probe()
+    assert handed == ("State", "x")
+    assert walked == ("int", "x")
