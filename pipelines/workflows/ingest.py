@@ -585,13 +585,11 @@ def _snapshot(
     result.cleaned_version = table.version()
 
 
-@task(name="clean and commit")
-def _clean_and_commit(
-    spec: DatasetSpec, lake: Lake, run_id: str, full_refresh: bool, landed: Landed, batch_bytes: int
+def _new_result(
+    spec: DatasetSpec, lake: Lake, run_id: str, full_refresh: bool, landed: Landed
 ) -> IngestResult:
-    logger = get_run_logger()
     mode = "full_refresh" if full_refresh else ("incremental" if spec.incremental else "full")
-    result = IngestResult(
+    return IngestResult(
         dataset=spec.name,
         namespace=lake.namespace,
         run_id=run_id,
@@ -600,6 +598,34 @@ def _clean_and_commit(
         raw_files=landed.written,
         cleaned_table=lake.uri(CLEANED, spec.name),
     )
+
+
+def _up_to_date(spec: DatasetSpec, state: dict | None, landed: Landed, full_refresh: bool) -> bool:
+    """Whether the committed state (as read before landing) already holds everything landed."""
+    if full_refresh or state is None:
+        return False
+    if spec.incremental:
+        return not _pending(spec, state, landed, full_refresh)
+    previous = sorted((state or {}).get("snapshot", []))
+    return sorted(landed.current or previous) == previous
+
+
+def _no_new_data(spec: DatasetSpec, lake: Lake, run_id: str, landed: Landed, state: dict) -> IngestResult:
+    """The result of a run that found nothing to clean or commit: no slot, no task, no commit."""
+    result = _new_result(spec, lake, run_id, False, landed)
+    result.status = "no_new_data"
+    result.watermark_before = result.watermark_after = state.get("watermark")
+    table = lake.table(CLEANED, spec.name)
+    result.cleaned_version = table.version() if table is not None else None
+    return result
+
+
+@task(name="clean and commit")
+def _clean_and_commit(
+    spec: DatasetSpec, lake: Lake, run_id: str, full_refresh: bool, landed: Landed, batch_bytes: int
+) -> IngestResult:
+    logger = get_run_logger()
+    result = _new_result(spec, lake, run_id, full_refresh, landed)
     for attempt in range(1, _ATTEMPTS + 1):
         table = lake.table(CLEANED, spec.name)
         state = lake.state(CLEANED, spec.name, table=table)
@@ -789,10 +815,14 @@ def _ingest(
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
     landed = land(spec, settings, storage, state, run_id)
-    # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
-    # runs of one dataset clean and commit one at a time
-    with limits.slot(settings.namespace, spec.name, settings=settings):
-        result = clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
+    if _up_to_date(spec, state, landed, full_refresh):
+        # nothing arrived that the table does not hold: a no-new-data run costs the landing check only
+        result = _no_new_data(spec, lake, run_id, landed, state)
+    else:
+        # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
+        # runs of one dataset clean and commit one at a time
+        with limits.slot(settings.namespace, spec.name, settings=settings):
+            result = clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
     result.skipped_files = landed.skipped
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(
