@@ -9,25 +9,30 @@ from bench._harness import Benchmark, Case, Context, Target
 
 
 def setup(rows: int, context: Context) -> Case:
-    both = _data.events_landing(context.cache, rows, with_increment=True)  # part-0000 + part-0001
-    first = context.work / "landing-first"  # part-0000 only: the state before the increment arrived
-    (first / "events").mkdir(parents=True)
-    os.link(both / "events" / "part-0000.csv", first / "events" / "part-0000.csv")
+    generated = _data.events_landing(context.cache, rows, with_increment=True)  # part-0000 + part-0001
+    # One landing folder, as a user has: part-0000 alone for the full load, then the increment arrives
+    # next to it (the landing manifest knows part-0000 by its location, so it is not read again).
+    landing = context.work / "landing"
+    (landing / "events").mkdir(parents=True)
+    os.link(generated / "events" / "part-0000.csv", landing / "events" / "part-0000.csv")
     registry = _data.write_registry(context.work / "registry", {"events": "events/*.csv"})
 
     loaded = context.work / "loaded"  # the namespace after the full load, built once, untimed
-    base = _common.run_ingest(data=loaded, landing=first, registry=registry)
+    base = _common.run_ingest(data=loaded, landing=landing, registry=registry)
+    os.link(generated / "events" / "part-0001.csv", landing / "events" / "part-0001.csv")
     ours_data, full_data = context.work / "ours", context.work / "full"
     increment_rows: list[int] = []
 
     def ours():
-        result = _common.run_ingest(data=ours_data, landing=both, registry=registry)
-        if result.mode != "incremental" or len(result.processed_files) != 1:
-            raise AssertionError(f"expected an incremental run of one new file, got {result}")
+        result = _common.run_ingest(data=ours_data, landing=landing, registry=registry)
+        if result.mode != "incremental" or len(result.processed_files) != 1 or result.skipped_files != 1:
+            raise AssertionError(
+                f"expected an incremental run of one new file, the other known, got {result}"
+            )
         increment_rows[:] = [result.rows_in, result.late_rows]
 
     def full():
-        result = _common.run_ingest(data=full_data, landing=both, registry=registry)
+        result = _common.run_ingest(data=full_data, landing=landing, registry=registry)
         if len(result.processed_files) != 2:
             raise AssertionError(f"expected a full run of both files, got {result.processed_files}")
 

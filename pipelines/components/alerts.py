@@ -527,7 +527,7 @@ def quarantine_rate(settings: Settings, result: Any, run: str, url: str) -> None
 
 
 def run_hooks() -> dict[str, list]:
-    """The state hooks of a workflow or cookbook flow: ``@flow(..., **run_hooks())``.
+    """The state hooks of a workflow or cookbook flow (``@workflow`` sets them: :mod:`pipelines.components.workflow`).
 
     Alerts (this module) and OpenLineage run events (:mod:`pipelines.components.lineage`).
     """

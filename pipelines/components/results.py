@@ -7,6 +7,8 @@ name of its decoder, so flows that use :data:`RESULT_SERIALIZER` are decoded by
 :func:`decode_json_object` in whichever process reads them, with no setup on the reader's side:
 
     @flow(name="flights", persist_result=True, result_serializer=RESULT_SERIALIZER)
+
+(:func:`pipelines.components.workflow.workflow` sets it on every flow of this library.)
 """
 
 from __future__ import annotations

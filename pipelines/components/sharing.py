@@ -41,6 +41,7 @@ from pipelines.components.sqlschema import (
     csv_expressions,
     design_table,
     evolve_statements,
+    key_statements,
     sqlite_expressions,
 )
 from pipelines.lake import Lake
@@ -526,7 +527,9 @@ def _explain(exc: BaseException, spec: DatasetSpec, qualified: str, mode: str) -
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else name
     diag = getattr(orig, "diag", None)
     where = f" ({diag.context.strip().splitlines()[0]})" if diag is not None and diag.context else ""
-    if spec.pii_columns and where:  # COPY's context quotes the row's values
+    if not where and diag is not None and diag.message_detail:  # a key built after the load names the key
+        where = f" ({diag.message_detail.strip().splitlines()[0]})"
+    if spec.pii_columns and where:  # COPY's context and a key's detail quote the row's values
         where = " (the row's values are not shown: the dataset has PII columns)"
     unchanged = "Nothing was loaded; the table and the share state are unchanged."
     if name == "CardinalityViolation":
@@ -582,6 +585,7 @@ class _Outcome:
     version: int = -1
     watermark: str | None = None
     changes: list[str] = field(default_factory=list)
+    after_load: list[str] = field(default_factory=list)  # the new table's key and indexes, built once loaded
 
 
 def share_dataset(
@@ -640,6 +644,8 @@ def share_dataset(
             else:
                 design = _deploy(spec, warehouse, conn, lake_schema, existing, plan, mode, qualified, outcome)
                 _load(spec, lake, warehouse, conn, table, design, existing, plan, mode, qualified, outcome)
+                for statement in outcome.after_load:
+                    conn.exec_driver_sql(statement)
                 lake_state = lake.state(zone, spec.name, table=table) or {}
                 outcome.watermark = lake_state.get("watermark", outcome.watermark)
                 outcome.status = "loaded"
@@ -728,8 +734,11 @@ def _deploy(
     if existing is None or plan.recreate:
         if plan.recreate:
             conn.exec_driver_sql(f"DROP TABLE {qualified}")
-        for statement in create_statements(design, qualified):
+        # A new table that is about to be bulk-loaded gets its key and indexes after the load (PostgreSQL)
+        after = warehouse.dialect == "postgresql" and plan.strategy == "full"
+        for statement in create_statements(design, qualified, keys_after_load=after):
             conn.exec_driver_sql(statement)
+        outcome.after_load = key_statements(design, qualified) if after else []
         outcome.changes.append(f"created {qualified} with {len(design.columns)} columns")
         return design
     evolution = evolve_statements(design, existing, qualified, refresh_hint=refresh)

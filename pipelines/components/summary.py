@@ -6,6 +6,7 @@ e2e throwaway and serving runs of the same flow apart.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import re
 from collections.abc import Callable
@@ -115,11 +116,9 @@ class RunSummary:
 
     def publish(self) -> Any:
         """Create the run's table artifact (key ``<namespace>-<cookbook>-summary``); returns its id."""
-        from prefect.artifacts import create_table_artifact
-
         written = sum(int(r["written"] or 0) for r in self.rows if r["step"] == "ingest")
         quarantined = sum(int(r["quarantined"] or 0) for r in self.rows)
-        return create_table_artifact(
+        return publish_table(
             key=self.key,
             table=self.rows,
             description=(
@@ -127,3 +126,55 @@ class RunSummary:
                 f"{written:,} row(s) written by ingest, {quarantined:,} quarantined"
             ),
         )
+
+
+def publish_markdown(*, key: str, markdown: str, description: str | None = None) -> Any:
+    """Create a markdown artifact of the current flow or task run; returns its id."""
+    from prefect.artifacts import MarkdownArtifact
+
+    return _create(MarkdownArtifact(key=key, markdown=markdown, description=description))
+
+
+def publish_table(*, key: str, table: Any, description: str | None = None) -> Any:
+    """Create a table artifact of the current flow or task run; returns its id."""
+    from prefect.artifacts import TableArtifact
+
+    return _create(TableArtifact(key=key, table=table, description=description))
+
+
+def _create(artifact) -> Any:
+    """Create ``artifact`` through the run's own API client when it can be reached, else as Prefect does.
+
+    Prefect's ``create_*_artifact`` helpers, called from a sync flow or task, open a new API client per
+    artifact (the run's client belongs to another thread's event loop), building an SSL context each
+    time: about 30 ms per artifact, against 7 ms on the run's client.
+    """
+    from prefect.context import FlowRunContext, TaskRunContext
+
+    task_context, flow_context = TaskRunContext.get(), FlowRunContext.get()
+    context = task_context or flow_context
+    client = getattr(context, "client", None)
+    loop = getattr(client, "_loop", None)
+    usable = (
+        loop is not None
+        and loop.is_running()
+        and getattr(client, "_started", False)
+        and not getattr(client, "_closed", True)
+    )
+    if usable:
+        try:
+            usable = asyncio.get_running_loop() is not loop
+        except RuntimeError:  # no loop in this thread: a sync flow or task body
+            pass
+    if not usable:
+        return artifact.create().id
+    if task_context is not None:
+        artifact.task_run_id = task_context.task_run.id
+        artifact.flow_run_id = task_context.task_run.flow_run_id
+    elif flow_context is not None and flow_context.flow_run is not None:
+        artifact.flow_run_id = flow_context.flow_run.id
+
+    async def create():
+        return await artifact.create(client=client)
+
+    return asyncio.run_coroutine_threadsafe(create(), loop).result(timeout=300).id

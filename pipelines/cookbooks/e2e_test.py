@@ -9,18 +9,16 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger
 from pydantic import BaseModel, Field, JsonValue
 
 from pipelines.components import alerts
-from pipelines.components.alerts import run_hooks
 from pipelines.components.discovery import FlowEntry, discover
 from pipelines.components.environment import Settings, get_settings, settings_overrides
 from pipelines.components.errors import PipelinesError, unknown_name
 from pipelines.components.resources import Lake, Storage, Warehouse, schema_for
-from pipelines.components.results import RESULT_SERIALIZER
-from pipelines.components.summary import artifact_key, tag_subflows
+from pipelines.components.summary import artifact_key, publish_markdown, tag_subflows
+from pipelines.components.workflow import workflow
 from pipelines.cookbooks._e2e_cases import CASES, Case, Check, Evidence, check, commits_check, table_versions
 
 NAME = "e2e_test"
@@ -365,7 +363,7 @@ def _markdown(report: E2EReport) -> str:
 def _record(report: E2EReport) -> None:
     logger = get_run_logger()
     key = artifact_key(report.parent_namespace, ARTIFACT_KEY)
-    create_markdown_artifact(key=key, markdown=_markdown(report), description=report.summary[:500])
+    publish_markdown(key=key, markdown=_markdown(report), description=report.summary[:500])
     for cookbook, failed in report.failures():
         logger.error(
             "%s: check failed: %s: expected %s, got %s (expected from: %s)",
@@ -378,7 +376,7 @@ def _record(report: E2EReport) -> None:
     (logger.info if report.healthy else logger.error)(report.summary)
 
 
-@flow(name="e2e_test", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="e2e_test")
 @tag_subflows
 def e2e_test(keep: bool = False, cookbooks: list[str] | None = None) -> E2EReport:
     """Run every cookbook on sample data in a throwaway namespace, check their outputs, report the codebase's health."""

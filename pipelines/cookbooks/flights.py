@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import time
 
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.engine import SettingsTaskRunner
 from pipelines.components.environment import get_settings
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.summary import RunSummary, tag_subflows
+from pipelines.components.workflow import workflow
 from pipelines.cookbooks._runner import run_graph
 from pipelines.cookbooks._steps import AggregateSummary, ShareSummary, summarise_aggregate, summarise_share
 from pipelines.samples.nycflights import land_nycflights
@@ -76,12 +75,9 @@ def _land(landing_url: str, start: str, through: str) -> int:
     return len(report.files)
 
 
-@flow(
+@workflow(
     name="flights",
-    persist_result=True,
-    result_serializer=RESULT_SERIALIZER,
     task_runner=SettingsTaskRunner(),
-    **run_hooks(),
 )
 @tag_subflows
 def flights(

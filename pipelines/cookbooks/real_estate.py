@@ -6,16 +6,15 @@ import datetime as dt
 import time
 
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.engine import SettingsTaskRunner
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.summary import RunSummary, tag_subflows
+from pipelines.components.workflow import workflow
 from pipelines.cookbooks._runner import run_graph
 from pipelines.cookbooks._steps import ShareSummary, summarise_share
 from pipelines.samples.real_estate import land_real_estate
@@ -138,12 +137,9 @@ def _summary(
     )
 
 
-@flow(
+@workflow(
     name="real_estate",
-    persist_result=True,
-    result_serializer=RESULT_SERIALIZER,
     task_runner=SettingsTaskRunner(),
-    **run_hooks(),
 )
 @tag_subflows
 def real_estate(

@@ -22,19 +22,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.partitions import sync_status
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
+from pipelines.components.workflow import as_is, workflow
 from pipelines.lake import CommitConflict, Lake, ledger
 from pipelines.lake.layout import AGGREGATED, CLEANED, INGESTED_AT, PARTITION, RUN_ID, SOURCE_FILE
 from pipelines.lake.state import changes_data, commit_state, commits_since, state_at, table_partitions
@@ -566,10 +564,10 @@ def _markdown(result: AggregateResult) -> str:
     return f"# aggregate {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-@flow(name="aggregate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="aggregate")
 def aggregate(dataset: str, full_refresh: bool = False) -> AggregateResult:
     """Build an aggregated dataset from its inputs with its transform, recomputing only touched partitions."""
-    return _aggregate(dataset, full_refresh, _plan, _build_and_commit, artifact=True)
+    return _aggregate(dataset, full_refresh, as_is(_plan), as_is(_build_and_commit), artifact=True)
 
 
 def aggregate_in_task(dataset: str, full_refresh: bool = False) -> AggregateResult:
@@ -632,7 +630,7 @@ def _aggregate(dataset: str, full_refresh: bool, plan_step, build_step, *, artif
     get_run_logger().info("%s: %s, %s (%s)", dataset, result.status, result.mode, result.reason)
     if not artifact:
         return result
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "aggregate", dataset),
         markdown=_markdown(result),
         description=f"aggregate {dataset}",

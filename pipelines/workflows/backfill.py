@@ -18,20 +18,18 @@ import json
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
 from pipelines.components import batches, limits, progress
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
 from pipelines.components.quality import ValidationFailedError
 from pipelines.components.registry import DatasetSpec, Registry, load_registry
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
+from pipelines.components.workflow import as_is, workflow
 from pipelines.lake import Lake, ledger, reprocess
 from pipelines.lake.layout import CLEANED
 from pipelines.workflows.aggregate import aggregate
@@ -258,7 +256,7 @@ def _markdown(result: BackfillResult) -> str:
     return f"# backfill {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n"
 
 
-@flow(name="backfill", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="backfill")
 def backfill(
     dataset: str,
     start: str,
@@ -323,7 +321,7 @@ def backfill(
             **limits.bounds(settings.namespace, None, settings, window=True),
         }
     )
-    futures = [_window.submit(spec, lake, settings, result.run_id, w, f) for w, f in assigned]
+    futures = [as_is(_window.submit)(spec, lake, settings, result.run_id, w, f) for w, f in assigned]
     for done, future in enumerate(futures, start=1):
         window = future.result()
         result.windows.append(window)
@@ -364,7 +362,7 @@ def backfill(
         sent = share(dataset=name)
         result.shared[name] = f"{sent.status} ({sent.rows} row(s))"
     result.duration_seconds = round(time.monotonic() - started, 3)
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "backfill", dataset),
         markdown=_markdown(result),
         description=f"backfill {dataset} {start}..{through}",

@@ -16,11 +16,9 @@ import time
 from datetime import UTC, datetime
 
 import polars as pl
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger
 from pydantic import BaseModel, Field
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.partitions import (
@@ -32,9 +30,9 @@ from pipelines.components.partitions import (
 )
 from pipelines.components.registry import load_registry
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
+from pipelines.components.workflow import workflow
 from pipelines.lake import Lake
 from pipelines.lake.layout import CLEANED, QUARANTINE
 
@@ -67,7 +65,7 @@ def _vacuum(lake: Lake, zone: str, dataset: str, hours: int, dry_run: bool) -> l
     return removed
 
 
-@flow(name="cleanup", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="cleanup")
 def cleanup(dataset: str, dry_run: bool = False, vacuum_hours: int | None = None) -> CleanupResult:
     """Remove the stale partitions of an aggregated dataset (dry_run lists them and removes nothing).
 
@@ -166,7 +164,7 @@ def cleanup(dataset: str, dry_run: bool = False, vacuum_hours: int | None = None
     )
     result.duration_seconds = round(time.monotonic() - started, 3)
     listed = "\n".join(f"| {p} | {r} |" for p, r in result.reasons.items()) or "| (none) | |"
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(result.namespace, "cleanup", dataset),
         markdown=f"# cleanup {dataset} ({result.namespace}): {result.status}\n\n"
         f"{result.rows_removed} row(s)\n\n| partition | why it was stale |\n|---|---|\n{listed}\n",

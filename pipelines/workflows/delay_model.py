@@ -20,14 +20,13 @@ from datetime import date
 
 import numpy as np
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.resources import Lake, Storage
-from pipelines.components.results import RESULT_SERIALIZER
+from pipelines.components.workflow import workflow
 
 TARGET = "arr_delay"
 NUMERIC = ("dep_delay", "distance", "hour")
@@ -204,7 +203,7 @@ def _train_and_score(
     }
 
 
-@flow(name="delay_model", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="delay_model")
 def delay_model(
     start: str | None = None,
     through: str | None = None,

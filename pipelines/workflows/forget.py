@@ -17,19 +17,17 @@ import hashlib
 import time
 from datetime import UTC, datetime
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger
 from pydantic import BaseModel, Field
 
 from pipelines.components import forgetting, limits, sharing
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.erasure import Subject, load_salt
 from pipelines.components.registry import load_registry
 from pipelines.components.resources import Storage, Warehouse
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
+from pipelines.components.workflow import workflow
 from pipelines.lake import Lake
 from pipelines.lake import erasure as ledger
 from pipelines.lake.layout import AGGREGATED, CLEANED
@@ -97,7 +95,7 @@ def _markdown(result: ForgetResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-@flow(name="forget", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="forget")
 def forget(
     subject_hash: str,
     datasets: list[str] | None = None,
@@ -269,7 +267,7 @@ def forget(
         result.status,
         {d: dict(z) for d, z in result.rows.items()},
     )
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "forget", request_id),
         markdown=_markdown(result),
         description=f"forget request {request_id}",

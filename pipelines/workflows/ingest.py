@@ -24,20 +24,18 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger, task
 from pydantic import BaseModel, Field, PrivateAttr
 
 from pipelines.components import batches, cleaning, limits, quality
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import Settings, get_settings
 from pipelines.components.errors import ConfigError, PipelinesError
 from pipelines.components.errors import retry_transient as _retry_transient
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
+from pipelines.components.workflow import as_is, workflow
 from pipelines.lake import CommitConflict, Lake, ledger, quarantine
 from pipelines.lake.layout import CLEANED, INGESTED_AT, PARTITION, RUN_ID, raw_hash
 from pipelines.lake.raw import Landed, RawZone, list_files
@@ -599,13 +597,11 @@ def _snapshot(
     result.cleaned_version = table.version()
 
 
-@task(name="clean and commit")
-def _clean_and_commit(
-    spec: DatasetSpec, lake: Lake, run_id: str, full_refresh: bool, landed: Landed, batch_bytes: int
+def _new_result(
+    spec: DatasetSpec, lake: Lake, run_id: str, full_refresh: bool, landed: Landed
 ) -> IngestResult:
-    logger = get_run_logger()
     mode = "full_refresh" if full_refresh else ("incremental" if spec.incremental else "full")
-    result = IngestResult(
+    return IngestResult(
         dataset=spec.name,
         namespace=lake.namespace,
         run_id=run_id,
@@ -614,6 +610,34 @@ def _clean_and_commit(
         raw_files=landed.written,
         cleaned_table=lake.uri(CLEANED, spec.name),
     )
+
+
+def _up_to_date(spec: DatasetSpec, state: dict | None, landed: Landed, full_refresh: bool) -> bool:
+    """Whether the committed state (as read before landing) already holds everything landed."""
+    if full_refresh or state is None:
+        return False
+    if spec.incremental:
+        return not _pending(spec, state, landed, full_refresh)
+    previous = sorted((state or {}).get("snapshot", []))
+    return sorted(landed.current or previous) == previous
+
+
+def _no_new_data(spec: DatasetSpec, lake: Lake, run_id: str, landed: Landed, state: dict) -> IngestResult:
+    """The result of a run that found nothing to clean or commit: no slot, no task, no commit."""
+    result = _new_result(spec, lake, run_id, False, landed)
+    result.status = "no_new_data"
+    result.watermark_before = result.watermark_after = state.get("watermark")
+    table = lake.table(CLEANED, spec.name)
+    result.cleaned_version = table.version() if table is not None else None
+    return result
+
+
+@task(name="clean and commit")
+def _clean_and_commit(
+    spec: DatasetSpec, lake: Lake, run_id: str, full_refresh: bool, landed: Landed, batch_bytes: int
+) -> IngestResult:
+    logger = get_run_logger()
+    result = _new_result(spec, lake, run_id, full_refresh, landed)
     for attempt in range(1, _ATTEMPTS + 1):
         table = lake.table(CLEANED, spec.name)
         state = lake.state(CLEANED, spec.name, table=table)
@@ -687,7 +711,7 @@ def _report_validation(
         )
     key = artifact_key(result.namespace, "validation", spec.name)
     if check.outcomes or check.stopped:
-        create_markdown_artifact(
+        publish_markdown(
             key=key,
             markdown=quality.report_markdown(
                 f"validation of {spec.name}: ingest batch of run {result.run_id}",
@@ -766,7 +790,7 @@ def _markdown(result: IngestResult) -> str:
     return f"# ingest {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.cleaned_table}`\n"
 
 
-@flow(name="ingest", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="ingest")
 def ingest(
     dataset: str, full_refresh: bool = False, batch_bytes: int = batches.DEFAULT_BATCH_BYTES
 ) -> IngestResult:
@@ -775,7 +799,7 @@ def ingest(
     ``batch_bytes`` bounds how much raw input one batch (one commit) holds; a larger CSV file is
     read in record-aligned chunks of that size.
     """
-    return _ingest(dataset, full_refresh, batch_bytes, _land, _clean_and_commit, artifact=True)
+    return _ingest(dataset, full_refresh, batch_bytes, as_is(_land), as_is(_clean_and_commit), artifact=True)
 
 
 def ingest_in_task(
@@ -803,10 +827,14 @@ def _ingest(
     state = lake.state(CLEANED, spec.name)
     run_id = new_run_id()
     landed = land(spec, settings, storage, state, run_id)
-    # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
-    # runs of one dataset clean and commit one at a time
-    with limits.slot(settings.namespace, spec.name, settings=settings):
-        result = clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
+    if _up_to_date(spec, state, landed, full_refresh):
+        # nothing arrived that the table does not hold: a no-new-data run costs the landing check only
+        result = _no_new_data(spec, lake, run_id, landed, state)
+    else:
+        # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
+        # runs of one dataset clean and commit one at a time
+        with limits.slot(settings.namespace, spec.name, settings=settings):
+            result = clean_and_commit(spec, lake, run_id, full_refresh, landed, batch_bytes)
     result.skipped_files = landed.skipped
     result.duration_seconds = round(time.monotonic() - started, 3)
     get_run_logger().info(
@@ -821,7 +849,7 @@ def _ingest(
         result.watermark_after,
     )
     if artifact:
-        create_markdown_artifact(
+        publish_markdown(
             key=artifact_key(settings.namespace, "ingest", dataset),
             markdown=_markdown(result),
             description=f"ingest {dataset}",

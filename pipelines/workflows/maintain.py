@@ -13,17 +13,15 @@ from __future__ import annotations
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import get_run_logger
 from pydantic import BaseModel, Field
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.registry import load_registry
 from pipelines.components.resources import Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_table
+from pipelines.components.workflow import workflow
 from pipelines.lake import Lake
 from pipelines.lake.layout import AGGREGATED, CLEANED, META, QUARANTINE
 from pipelines.lake.maintenance import expire_landing, maintain_table
@@ -68,7 +66,7 @@ def _meta_tables(lake: Lake) -> list[str]:
     return sorted({rel.split("/")[1] for rel in found})
 
 
-@flow(name="maintain", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="maintain")
 def maintain(dataset: str | None = None, dry_run: bool = False, as_of: date | None = None) -> MaintainResult:
     """Compact and vacuum the namespace's Delta tables, bound their logs, expire landed landing files."""
     started = time.monotonic()
@@ -124,7 +122,7 @@ def maintain(dataset: str | None = None, dry_run: bool = False, as_of: date | No
             result.landing_kept,
         )
     result.duration_seconds = round(time.monotonic() - started, 3)
-    create_table_artifact(
+    publish_table(
         key=artifact_key(settings.namespace, "maintain"),
         table=[t.model_dump() for t in result.tables],
         description=f"maintain {settings.namespace}{' (dry run)' if dry_run else ''}: {len(result.tables)} table(s)",

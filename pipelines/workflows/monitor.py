@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import get_run_logger
 from pydantic import BaseModel, Field
 
 from pipelines.components import alerts
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.status import DatasetStatus, status_for_settings
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_table
+from pipelines.components.workflow import workflow
 
 
 class MonitorResult(BaseModel):
@@ -35,7 +33,7 @@ def _breach(status: DatasetStatus) -> str:
     )
 
 
-@flow(name="monitor", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="monitor")
 def monitor(datasets: list[str] | None = None, at: datetime | None = None) -> MonitorResult:
     """Judge each dataset's freshness (time since its last successful commit) and alert on a breach."""
     settings = get_settings()
@@ -52,7 +50,7 @@ def monitor(datasets: list[str] | None = None, at: datetime | None = None) -> Mo
         logger.warning("%s is stale: %s", status.dataset, _breach(status))
         alert = alerts.for_this_run(settings, status.dataset, "freshness breach", _breach(status))
         result.alerts_sent[status.dataset] = alerts.send(alert, settings)
-    create_table_artifact(
+    publish_table(
         key=artifact_key(settings.namespace, "monitor"),
         table=[
             {

@@ -13,17 +13,15 @@ from __future__ import annotations
 import time
 from datetime import UTC, date, datetime
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect import get_run_logger
 from pydantic import BaseModel, Field
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError
 from pipelines.components.registry import load_registry
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_table
+from pipelines.components.workflow import workflow
 from pipelines.lake import Lake
 from pipelines.lake.layout import CLEANED
 from pipelines.lake.retention import Rule, cutoff, expire_quarantine, expire_raw, load_key
@@ -62,7 +60,7 @@ class RetentionResult(BaseModel):
     duration_seconds: float = 0.0
 
 
-@flow(name="retention", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="retention")
 def retention(
     dataset: str | None = None, as_of: date | None = None, dry_run: bool = False
 ) -> RetentionResult:
@@ -112,7 +110,7 @@ def retention(
         )
         result.datasets.append(done)
     result.duration_seconds = round(time.monotonic() - started, 3)
-    create_table_artifact(
+    publish_table(
         key=artifact_key(settings.namespace, "retention"),
         table=[
             {

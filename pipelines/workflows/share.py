@@ -8,18 +8,16 @@ replace or append), and record the new share state and a ledger row with it. See
 
 from __future__ import annotations
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger, task
 
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import retry_transient
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage, Warehouse
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
 from pipelines.components.sharing import ShareResult, resolve_mode, share_dataset
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
+from pipelines.components.workflow import as_is, workflow
 
 __all__ = ["ShareResult", "share", "share_in_task"]
 
@@ -68,10 +66,10 @@ def _markdown(result: ShareResult) -> str:
     return f"# share {result.dataset} ({result.namespace})\n\n| | |\n|---|---|\n{table}\n\n`{result.table}`\n"
 
 
-@flow(name="share", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="share")
 def share(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
     """Share a dataset into the warehouse: self-deploying table, incremental merge/replace/append, state in the same transaction."""
-    return _run(dataset, mode, full_refresh, _share, artifact=True)
+    return _run(dataset, mode, full_refresh, as_is(_share), artifact=True)
 
 
 def share_in_task(dataset: str, mode: str | None = None, full_refresh: bool = False) -> ShareResult:
@@ -92,7 +90,7 @@ def _run(dataset: str, mode: str | None, full_refresh: bool, share_step, *, arti
         warehouse.dispose()
     if not artifact:
         return result
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(settings.namespace, "share", dataset),
         markdown=_markdown(result),
         description=f"share {dataset}",

@@ -14,19 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect import get_run_logger, task
 from pydantic import BaseModel, Field
 
 from pipelines.components import quality
-from pipelines.components.alerts import run_hooks
 from pipelines.components.environment import get_settings
 from pipelines.components.errors import PipelinesError, did_you_mean
 from pipelines.components.registry import DatasetSpec, load_registry
 from pipelines.components.resources import Lake, Storage
-from pipelines.components.results import RESULT_SERIALIZER
 from pipelines.components.runs import new_run_id
-from pipelines.components.summary import artifact_key
+from pipelines.components.summary import artifact_key, publish_markdown
+from pipelines.components.workflow import as_is, workflow
 
 PARTITION = "_partition"
 
@@ -142,7 +140,7 @@ def _validate(
             ),
         )
     where = f"{zone}/{spec.name}" + (f" partition {partition}" if partition is not None else "")
-    create_markdown_artifact(
+    publish_markdown(
         key=artifact_key(namespace, "validation", spec.name),
         markdown=quality.report_markdown(
             f"validation of {where} (version {version}), run {run_id}",
@@ -185,14 +183,14 @@ def _validate(
     )
 
 
-@flow(name="validate", persist_result=True, result_serializer=RESULT_SERIALIZER, **run_hooks())
+@workflow(name="validate")
 def validate(dataset: str, partition: str | None = None) -> ValidationResult:
     """Re-validate a cleaned dataset (or one partition) against its contract's expectations, on demand."""
     started = time.monotonic()
     settings = get_settings()
     spec = load_registry(settings.registry_path).get(dataset)
     lake = Lake(Storage.from_settings(settings.namespace_url, settings))
-    result = _validate(spec, lake, partition, new_run_id(), settings.namespace)
+    result = as_is(_validate)(spec, lake, partition, new_run_id(), settings.namespace)
     result.duration_seconds = round(time.monotonic() - started, 3)
     logger = get_run_logger()
     logger.info(

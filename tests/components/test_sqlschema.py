@@ -11,6 +11,7 @@ from pipelines.components.sqlschema import (
     design_table,
     evolve_statements,
     index_name,
+    key_statements,
     pg_widens,
     sql_type,
     sqlite_compatible,
@@ -112,6 +113,31 @@ def test_create_statements_quote_everything():
     assert rest[-1] == 'CREATE INDEX IF NOT EXISTS "orders__a""b_idx" ON "test"."orders" USING btree ("a""b")'
     sqlite = design_table(spec, {"order": pl.Int64(), 'a"b': pl.String()}, "sqlite", key_constraint=True)
     assert "-- it's a keyword" in create_statements(sqlite, '"orders"')[0]
+
+
+def test_a_table_to_bulk_load_gets_its_key_and_indexes_after_the_load():
+    spec = _spec(CONTRACT, primary_key=("order_id",), partition_field="at")
+    design = design_table(spec, LAKE, "postgresql", key_constraint=True)
+    create = create_statements(design, '"orders"', keys_after_load=True)
+    assert not any("PRIMARY KEY" in s or "CREATE INDEX" in s for s in create)
+    assert '"order_id" bigint NOT NULL' in create[0]  # not-null stays with the columns
+    assert key_statements(design, '"orders"') == [
+        'ALTER TABLE "orders" ADD PRIMARY KEY ("order_id")',
+        'CREATE INDEX IF NOT EXISTS "orders__at_idx" ON "orders" USING brin ("at")',
+    ]
+    together = create_statements(design, '"orders"')
+    assert (
+        'PRIMARY KEY ("order_id")' in together[0] and together[-1] == key_statements(design, '"orders"')[-1]
+    )
+    append = design_table(spec, LAKE, "postgresql", key_constraint=False)
+    assert [s.split(" ON ")[0] for s in key_statements(append, '"orders"')] == [
+        'CREATE INDEX IF NOT EXISTS "orders__order_id_idx"',
+        'CREATE INDEX IF NOT EXISTS "orders__at_idx"',
+    ]
+    with pytest.raises(ValueError, match="SQLite cannot add a primary key"):
+        create_statements(
+            design_table(spec, LAKE, "sqlite", key_constraint=True), '"orders"', keys_after_load=True
+        )
 
 
 def test_date_and_time_fields_get_block_range_indexes_on_postgres():

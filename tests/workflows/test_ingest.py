@@ -1,3 +1,4 @@
+import contextlib
 import csv
 import gzip
 import io
@@ -130,6 +131,43 @@ def test_running_twice_is_a_no_op(env):
     assert env.cleaned().height == 1
     assert len(env.landing.glob("orders/*")) == 1
     assert len(Storage(str(env.root / "data" / "test")).glob("raw/orders/*/*")) == 1
+
+
+def test_a_run_with_nothing_new_takes_no_slot_and_commits_nothing(env):
+    from pipelines.components import limits
+    from pipelines.workflows import ingest as ingest_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a run with nothing new took a slot or ran clean and commit")
+
+    @contextlib.contextmanager
+    def refusing():
+        with pytest.MonkeyPatch.context() as patched:
+            patched.setattr(limits, "slot", refuse)
+            patched.setattr(ingest_module._clean_and_commit, "fn", refuse)
+            yield
+
+    env.land("day1.csv", HEADER + "1,10,2024-01-01 10:00:00,2024-01-01 10:00:00,new\n")
+    first = ingest("orders")
+    with refusing():
+        again = ingest("orders")
+    assert (again.status, again.mode, again.rows_in, again.skipped_files) == (
+        "no_new_data",
+        "incremental",
+        0,
+        1,
+    )
+    assert again.cleaned_version == first.cleaned_version
+    assert again.watermark_before == again.watermark_after == first.watermark_after == "2024-01-01T10:00:00"
+
+    _full(env)  # a full-style dataset whose snapshot did not change: the same
+    env.land("snap.csv", HEADER + "1,10,,2024-01-01 10:00:00,a\n")
+    ingest("orders", full_refresh=True)
+    with refusing():
+        assert ingest("orders").status == "no_new_data"
+    env.land("snap.csv", HEADER + "1,10,,2024-01-01 10:00:00,b\n")  # a changed snapshot is work again
+    assert ingest("orders").status == "completed"
+    assert env.cleaned().get_column("status").to_list() == ["b"]
 
 
 def test_same_content_under_another_name_is_skipped(env):

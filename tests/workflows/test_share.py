@@ -500,6 +500,15 @@ def test_duplicate_keys_in_the_lake_are_explained(env_pg):
         share("daily")
 
 
+def test_duplicate_keys_on_the_first_load_leave_no_table(env_pg):
+    env = env_pg
+    frame = pl.DataFrame({"day": [date(2024, 1, 1)], "orders": [1], "revenue": [1.0]})
+    write_aggregated(env, "daily", pl.concat([frame, frame]), "agg-1", mode="overwrite")
+    with pytest.raises(ShareError, match=r"broke its primary key: .*\(day\)=\(2024-01-01\) is duplicated"):
+        share("daily")
+    assert env.describe("daily") is None  # created, loaded and keyed in one transaction: all rolled back
+
+
 @pytest.fixture
 def env_pg(tmp_path, monkeypatch, postgres_url) -> Env:
     monkeypatch.setenv("PIPELINES_WAREHOUSE_URL", postgres_url)
