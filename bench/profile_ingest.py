@@ -152,7 +152,7 @@ def instrument(recorder: Recorder) -> None:
     recorder.wrap(batches.Staged, "superseded", "first load: find rows superseded across batches")
     recorder.wrap(deltalake.table.TableMerger, "execute", "delta: merge execute")
     recorder.wrap(module, "_record_meta", "commit: _meta runs + schemas")
-    recorder.wrap(module, "create_markdown_artifact", "prefect: markdown artifact")
+    recorder.wrap(module, "publish_markdown", "prefect: markdown artifact")
 
 
 def _print_table(title: str, wall: float, recorder: Recorder, baseline_rss: int) -> list[dict]:
