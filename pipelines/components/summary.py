@@ -152,21 +152,9 @@ def _create(artifact) -> Any:
     from prefect.context import FlowRunContext, TaskRunContext
 
     task_context, flow_context = TaskRunContext.get(), FlowRunContext.get()
-    context = task_context or flow_context
-    client = getattr(context, "client", None)
+    client = getattr(task_context or flow_context, "client", None)
     loop = getattr(client, "_loop", None)
-    usable = (
-        loop is not None
-        and loop.is_running()
-        and getattr(client, "_started", False)
-        and not getattr(client, "_closed", True)
-    )
-    if usable:
-        try:
-            usable = asyncio.get_running_loop() is not loop
-        except RuntimeError:  # no loop in this thread: a sync flow or task body
-            pass
-    if not usable:
+    if not _reachable(client, loop):
         return artifact.create().id
     if task_context is not None:
         artifact.task_run_id = task_context.task_run.id
@@ -178,3 +166,15 @@ def _create(artifact) -> Any:
         return await artifact.create(client=client)
 
     return asyncio.run_coroutine_threadsafe(create(), loop).result(timeout=300).id
+
+
+def _reachable(client, loop) -> bool:
+    """Whether ``client`` is open and its event loop runs on another thread than this one."""
+    if loop is None or not loop.is_running():
+        return False
+    if not getattr(client, "_started", False) or getattr(client, "_closed", True):
+        return False
+    try:
+        return asyncio.get_running_loop() is not loop
+    except RuntimeError:  # no loop in this thread: a sync flow or task body
+        return True

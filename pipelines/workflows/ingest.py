@@ -618,17 +618,18 @@ def _up_to_date(spec: DatasetSpec, state: dict | None, landed: Landed, full_refr
         return False
     if spec.incremental:
         return not _pending(spec, state, landed, full_refresh)
-    previous = sorted((state or {}).get("snapshot", []))
+    previous = sorted(state.get("snapshot", []))
     return sorted(landed.current or previous) == previous
 
 
-def _no_new_data(spec: DatasetSpec, lake: Lake, run_id: str, landed: Landed, state: dict) -> IngestResult:
+def _no_new_data(
+    spec: DatasetSpec, lake: Lake, run_id: str, landed: Landed, state: dict, version: int
+) -> IngestResult:
     """The result of a run that found nothing to clean or commit: no slot, no task, no commit."""
     result = _new_result(spec, lake, run_id, False, landed)
     result.status = "no_new_data"
     result.watermark_before = result.watermark_after = state.get("watermark")
-    table = lake.table(CLEANED, spec.name)
-    result.cleaned_version = table.version() if table is not None else None
+    result.cleaned_version = version
     return result
 
 
@@ -824,12 +825,13 @@ def _ingest(
         )
     storage = Storage.from_settings(settings.namespace_url, settings)
     lake = Lake(storage)
-    state = lake.state(CLEANED, spec.name)
+    table = lake.table(CLEANED, spec.name)
+    state = lake.state(CLEANED, spec.name, table=table)
     run_id = new_run_id()
     landed = land(spec, settings, storage, state, run_id)
     if _up_to_date(spec, state, landed, full_refresh):
         # nothing arrived that the table does not hold: a no-new-data run costs the landing check only
-        result = _no_new_data(spec, lake, run_id, landed, state)
+        result = _no_new_data(spec, lake, run_id, landed, state, table.version())
     else:
         # a slot of the namespace's and the dataset's Prefect concurrency limits (docs/backfill.md#limits):
         # runs of one dataset clean and commit one at a time
