@@ -25,7 +25,21 @@ def _batch(rng: random.Random, first_seq: int) -> pl.DataFrame:
     return cleaning.collapse_duplicates(frame, ("k",), "inc")[0]  # as a cleaned batch is
 
 
-def test_superseded_names_exactly_the_rows_a_whole_run_collapse_drops_and_frames_come_back_in_order():
+def _all_collide(frame, key):
+    return pl.Series("print", [7] * frame.height, pl.UInt32)
+
+
+def _parity(frame, key):
+    return (frame.get_column(key[0]) % 2).cast(pl.UInt32)
+
+
+@pytest.mark.parametrize("fingerprint", [None, _all_collide, _parity], ids=["hash", "all-collide", "parity"])
+def test_superseded_names_exactly_the_rows_a_whole_run_collapse_drops_and_frames_come_back_in_order(
+    monkeypatch, fingerprint
+):
+    # Unequal keys that share a fingerprint are only candidates: the keys themselves decide.
+    if fingerprint is not None:
+        monkeypatch.setattr(batches.Staged, "_fingerprint", staticmethod(fingerprint))
     rng = random.Random(3)
     for _ in range(40):
         held, seq = [], 0
