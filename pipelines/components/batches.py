@@ -22,6 +22,7 @@ from pipelines.components import cleaning
 from pipelines.components.chunking import csv_chunks
 from pipelines.components.registry import DatasetSpec
 from pipelines.components.resources import Storage
+from pipelines.lake import raw
 from pipelines.lake.quarantine import Span
 
 T = TypeVar("T")
@@ -72,7 +73,7 @@ def units(
     quote = spec.contract.source.get("quote", '"')
     for item in pending:
         if _chunkable(spec, item.rel) and (item.offset or storage.size(item.rel) > chunk_bytes):
-            with storage.open(item.rel) as handle:
+            with raw.read_once(storage, item.rel) as handle:
                 head = handle.read(cleaning.SNIFF_BYTES)
                 handle.seek(0)
                 sniffed = cleaning.sniff(head, spec.contract.source.get("encoding", "utf8"), item.rel)

@@ -6,13 +6,23 @@ A new or changed file is read once: the bytes are hashed while they are copied t
 under ``_tmp/``, which is then moved into ``raw/`` under ``<run_id>-<arrival>-<hash>.<ext>`` (or dropped when
 that content is already there under another name). A run killed mid-copy leaves nothing in raw;
 its staging file is swept by the next run once it is an hour old.
+
+A raw file is written once and read once (by the same run's cleaning), so on local storage neither
+pass keeps it in the page cache: the copy is written with ``O_DIRECT`` where the filesystem allows it
+(:func:`_write_through`), and :func:`read_once` drops the pages it has read. Filling the cache with a
+file nobody reads again costs memory the run needs, and on virtual machines that hand freed memory
+back to their host, page-cache pages the guest has not touched lately cost about as much as the
+copy itself (a 358 MiB copy: 1.25 s buffered, 0.42 s written through).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import mmap
 import os
 import tempfile
 import time
@@ -20,12 +30,15 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from pipelines.components.resources import Storage
 from pipelines.lake.layout import MANIFEST, TMP, extension, raw_dir, raw_glob, raw_hash, raw_name
 
 _BLOCK = 8 * 1024 * 1024
+_ALIGN = 4096  # O_DIRECT transfers: buffer address, file offset and length are multiples of this
+_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere the copy is buffered
+_DROP_AFTER = 1024 * 1024  # read_once drops the pages of reads at least this large
 STALE_SECONDS = 3600
 
 
@@ -108,12 +121,7 @@ class RawZone:
         target = Path(self.storage.path(TMP, f"{self.run_id}-{uuid.uuid4().hex}.part"))
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with open(target, "wb") as out:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            _write_through(target, chunks, digest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 target.unlink()
@@ -203,6 +211,92 @@ def _blocks(source: Storage, path: str) -> Iterator[bytes | memoryview]:
         buffer = memoryview(bytearray(_BLOCK))
         while size := readinto(buffer):
             yield buffer[:size]
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    """Write all of ``data``; a filesystem that refuses direct I/O (EINVAL) gets it buffered instead."""
+    while data:
+        try:
+            written = os.write(fd, data)
+        except OSError as error:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            if error.errno != errno.EINVAL or not flags & _DIRECT:
+                raise
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_DIRECT)
+            continue
+        data = data[written:]
+
+
+def _write_through(target: Path, chunks: Iterable[bytes | memoryview], digest) -> None:
+    """Create ``target`` from ``chunks`` (hashed into ``digest``) and fsync it, around the page cache.
+
+    The chunks are gathered into one page-aligned block buffer that is written with ``O_DIRECT``; the
+    last partial block is written after direct I/O is switched off (its length is not aligned). Where
+    ``O_DIRECT`` is missing or refused, the same writes are buffered; the fsync makes either durable.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    try:
+        fd = os.open(target, flags | _DIRECT, 0o666)
+    except OSError as error:
+        if not _DIRECT or error.errno != errno.EINVAL:
+            raise
+        fd = os.open(target, flags, 0o666)  # e.g. tmpfs: no direct I/O
+    block = mmap.mmap(-1, _BLOCK)  # anonymous maps are page-aligned
+    view = memoryview(block)
+    try:
+        filled = 0
+        for chunk in chunks:
+            digest.update(chunk)
+            data = memoryview(chunk).cast("B")
+            while data:
+                take = min(len(data), _BLOCK - filled)
+                view[filled : filled + take] = data[:take]
+                filled += take
+                data = data[take:]
+                if filled == _BLOCK:
+                    _write_all(fd, view)
+                    filled = 0
+        aligned = filled - filled % _ALIGN
+        if aligned:
+            _write_all(fd, view[:aligned])
+        if filled > aligned:
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_DIRECT)
+            _write_all(fd, view[aligned:filled])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        with contextlib.suppress(BufferError):  # a slice still held by an error's traceback: freed with it
+            view.release()
+            block.close()
+
+
+class _ReadOnce:
+    """A local file read front to back once: the pages of each large read are dropped from the page
+    cache once read (see the module's docstring). Everything else is the underlying file's."""
+
+    def __init__(self, handle: IO[bytes], fd: int) -> None:
+        self._handle, self._fd = handle, fd
+
+    def read(self, size: int = -1) -> bytes:
+        start = self._handle.tell()
+        data = self._handle.read(size)
+        if len(data) >= _DROP_AFTER:
+            os.posix_fadvise(self._fd, start, len(data), os.POSIX_FADV_DONTNEED)
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+
+@contextlib.contextmanager
+def read_once(storage: Storage, rel: str) -> Iterator[IO[bytes]]:
+    """Open a raw file for one front-to-back read (local files: without keeping it in the page cache)."""
+    with storage.open(rel) as handle:
+        fd = None
+        if not storage.is_s3 and hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                fd = handle.fileno()
+        yield handle if fd is None else _ReadOnce(handle, fd)
 
 
 def list_files(source: Storage, pattern: str) -> list[tuple[str, dict[str, Any]]]:
