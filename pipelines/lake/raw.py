@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import mmap
@@ -35,9 +34,14 @@ from typing import IO, Any
 from pipelines.components.resources import Storage
 from pipelines.lake.layout import MANIFEST, TMP, extension, raw_dir, raw_glob, raw_hash, raw_name
 
+try:
+    import fcntl
+except ImportError:  # Windows: no direct I/O either
+    fcntl = None
+
 _BLOCK = 8 * 1024 * 1024
 _ALIGN = 4096  # O_DIRECT transfers: buffer address, file offset and length are multiples of this
-_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere the copy is buffered
+_DIRECT = getattr(os, "O_DIRECT", 0) if fcntl else 0  # Linux; elsewhere the copy is buffered
 _DROP_AFTER = 1024 * 1024  # read_once drops the pages of reads at least this large
 STALE_SECONDS = 3600
 
@@ -219,12 +223,21 @@ def _write_all(fd: int, data: memoryview) -> None:
         try:
             written = os.write(fd, data)
         except OSError as error:
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            if error.errno != errno.EINVAL or not flags & _DIRECT:
+            if error.errno != errno.EINVAL or not _direct_off(fd):
                 raise
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_DIRECT)
             continue
         data = data[written:]
+
+
+def _direct_off(fd: int) -> bool:
+    """Switch direct I/O off for ``fd``; False when it was not on."""
+    if not _DIRECT:
+        return False
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if not flags & _DIRECT:
+        return False
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_DIRECT)
+    return True
 
 
 def _write_through(target: Path, chunks: Iterable[bytes | memoryview], digest) -> None:
@@ -234,7 +247,7 @@ def _write_through(target: Path, chunks: Iterable[bytes | memoryview], digest) -
     last partial block is written after direct I/O is switched off (its length is not aligned). Where
     ``O_DIRECT`` is missing or refused, the same writes are buffered; the fsync makes either durable.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(target, flags | _DIRECT, 0o666)
     except OSError as error:
@@ -260,7 +273,7 @@ def _write_through(target: Path, chunks: Iterable[bytes | memoryview], digest) -
         if aligned:
             _write_all(fd, view[:aligned])
         if filled > aligned:
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_DIRECT)
+            _direct_off(fd)
             _write_all(fd, view[aligned:filled])
         os.fsync(fd)
     finally:
