@@ -4,6 +4,7 @@ import errno
 import hashlib
 import os
 import random
+import threading
 
 import pytest
 
@@ -80,13 +81,15 @@ def test_a_filesystem_without_direct_io_gets_the_same_copy_buffered(tmp_path, mo
         assert refused == ["open", "write"]
 
 
-def test_other_write_errors_are_raised_not_retried(tmp_path, monkeypatch):
+@pytest.mark.parametrize("length", [10, BLOCK + 1])
+def test_other_write_errors_are_raised_not_retried_and_leave_no_thread(tmp_path, monkeypatch, length):
     def disk_full(fd, buffer):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "write", disk_full)
     with pytest.raises(OSError, match="No space left"):
-        raw._write_through(tmp_path / "c.part", [b"x" * 10], hashlib.sha256())
+        raw._write_through(tmp_path / "c.part", [b"x" * length], hashlib.sha256())
+    assert not [t for t in threading.enumerate() if t.name.startswith("pipelines-hash")]
 
 
 def test_landing_stages_through_the_direct_copy_and_leaves_no_staging_file(tmp_path):
