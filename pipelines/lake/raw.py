@@ -12,7 +12,8 @@ pass keeps it in the page cache: the copy is written with ``O_DIRECT`` where the
 (:func:`_write_through`), and :func:`read_once` drops the pages it has read. Filling the cache with a
 file nobody reads again costs memory the run needs, and on virtual machines that hand freed memory
 back to their host, page-cache pages the guest has not touched lately cost about as much as the
-copy itself (a 358 MiB copy: 1.25 s buffered, 0.42 s written through).
+copy itself (a 358 MiB copy: 1.25 s buffered, 0.42 s written through, 0.36 s with the hash computed beside
+the write).
 """
 
 from __future__ import annotations
