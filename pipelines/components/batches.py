@@ -51,6 +51,7 @@ class Unit:
     done: bool  # the file is fully consumed once this unit is committed
     resume: dict | None  # where the file continues otherwise: {"offset": ..., "line": ...}
     sniffed: cleaning.Sniffed | None = None  # a chunk's file as sniffed from its first bytes
+    newlines: int = -1  # line breaks in ``data`` when already counted (a chunk's), else -1
 
     @property
     def size(self) -> int:
@@ -90,6 +91,7 @@ def units(
                         done=chunk.last,
                         resume=None if chunk.last else {"offset": chunk.end, "line": chunk.last_line + 1},
                         sniffed=sniffed,
+                        newlines=chunk.newlines,
                     )
             continue
         yield Unit(
@@ -187,6 +189,7 @@ def parse_unit(unit: Unit, spec: DatasetSpec) -> cleaning.Parsed:
         seq_base=seq_base,
         sniffed=unit.sniffed,
         line_offset=unit.line_offset,
+        newlines=unit.newlines,
     )
     if unit.span.first and parsed.rejects.height:
         # a later chunk rejected whole is recorded at its first line, inside the chunk's quarantine span

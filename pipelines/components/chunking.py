@@ -13,6 +13,32 @@ from dataclasses import dataclass
 from typing import IO
 
 _HEADER_BLOCK = 64 * 1024  # read size while looking for the header's end (it is usually one short line)
+_COUNT_STEP = 1 << 20  # bytes count_newlines compares at a time (its temporary array's size)
+
+
+def count_byte(data: bytes, value: int, start: int = 0, end: int | None = None) -> int:
+    """``data.count(bytes([value]), start, end)``: on a large buffer numpy's vectorised compare, ~3x faster
+    than ``bytes.count``, and it lets other threads run meanwhile (``bytes.count`` holds the GIL). The
+    compare writes into one reused step-sized buffer: a fresh one per step would be a fresh allocation,
+    paged in, each time."""
+    end = len(data) if end is None else min(end, len(data))
+    if end - start <= _COUNT_STEP:
+        return data.count(bytes((value,)), start, end)
+    import numpy as np
+
+    view = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
+    found = np.empty(_COUNT_STEP, dtype=bool)
+    total = 0
+    for i in range(0, view.size, _COUNT_STEP):
+        part = view[i : i + _COUNT_STEP]
+        np.equal(part, value, out=found[: part.size])
+        total += int(np.count_nonzero(found[: part.size]))
+    return total
+
+
+def count_newlines(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """``data.count(b"\\n", start, end)``, as :func:`count_byte`."""
+    return count_byte(data, 10, start, end)
 
 
 @dataclass(frozen=True)
@@ -25,6 +51,7 @@ class Chunk:
     first_line: int  # physical line number (1-based) of the body's first line
     last_line: int  # physical line number of the body's last line
     last: bool  # the chunk reaches the end of the file
+    newlines: int = -1  # line breaks in ``data`` (counted while cutting; parsing needs them too)
 
     @property
     def line_offset(self) -> int:
@@ -39,7 +66,11 @@ def _boundary(block: bytes, quote: bytes | None, parity: int) -> int:
         newline = block.rfind(b"\n", 0, position)
         if newline < 0:
             return -1
-        if quote is None or (parity + block.count(quote, 0, newline)) % 2 == 0:
+        quotes = count_byte(block, quote[0], 0, newline) if quote and len(quote) == 1 else None
+        if (
+            quote is None
+            or (parity + (block.count(quote, 0, newline) if quotes is None else quotes)) % 2 == 0
+        ):
             return newline + 1
         position = newline
 
@@ -76,6 +107,7 @@ def csv_chunks(
         raise ValueError(f"chunk size must be at least 1 byte, got {size}")
     mark = quote.encode() if quote else None
     header = _read_header(handle, mark, _HEADER_BLOCK)
+    header_breaks = header.count(b"\n")
     start = max(start, len(header))
     handle.seek(start)
     line = first_line
@@ -86,8 +118,15 @@ def csv_chunks(
         block = handle.read(size)
         if not block:
             if carry or position == len(header):
+                breaks = carry.count(b"\n")
                 yield Chunk(
-                    header + carry, position, position + len(carry), line, line + carry.count(b"\n"), True
+                    header + carry,
+                    position,
+                    position + len(carry),
+                    line,
+                    line + breaks,
+                    True,
+                    header_breaks + breaks,
                 )
             return
         cut = _boundary(block, mark, parity)
@@ -97,7 +136,7 @@ def csv_chunks(
             continue
         # One copy of the block into the chunk (header, carried partial record, block up to the cut):
         # each further copy of a chunk-sized buffer costs as much as reading it.
-        lines = carry.count(b"\n") + block.count(b"\n", 0, cut)
+        lines = carry.count(b"\n") + count_newlines(block, 0, cut)
         data = b"".join((header, carry, memoryview(block)[:cut]))
         body_size = len(data) - len(header)
         carry = block[cut:]
@@ -107,7 +146,9 @@ def csv_chunks(
         if following:
             handle.seek(-1, 1)
         is_last = not following and not carry
-        yield Chunk(data, position, position + body_size, line, line + lines - 1, is_last)
+        yield Chunk(
+            data, position, position + body_size, line, line + lines - 1, is_last, header_breaks + lines
+        )
         if is_last:
             return
         position += body_size

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from pipelines.components.chunking import count_newlines
 from pipelines.components.registry import ColumnSpec, Contract
 
 SOURCE_FILE = "_source_file"
@@ -253,6 +254,7 @@ def parse_raw(
     *,
     sniffed: Sniffed | None = None,
     line_offset: int = 0,
+    newlines: int = -1,
 ) -> Parsed:
     """Parse one raw file's bytes into text columns with lineage, or reject it whole with a reason.
 
@@ -261,7 +263,8 @@ def parse_raw(
     (CSV/NDJSON line, JSON record number) and _seq (arrival order, for deterministic last-wins).
     A text file is sniffed (:func:`sniff`) unless ``sniffed`` is given, as it must be for a chunk
     of a file (the chunk then carries the header line first); ``line_offset`` is added to the line
-    numbers of such a chunk. Nothing raises for bad input: a file that cannot be decoded or parsed
+    numbers of such a chunk; ``newlines``, when not -1, is the number of line breaks in ``data`` (a
+    chunk's, counted when it was cut). Nothing raises for bad input: a file that cannot be decoded or parsed
     at all is rejected whole with the reason.
     """
     if fmt not in _FORMATS:
@@ -274,13 +277,16 @@ def parse_raw(
     if fmt in _TEXT_FORMATS:
         if sniffed is None:
             sniffed = sniff(data[:SNIFF_BYTES], contract.source.get("encoding", "utf8"), source)
+        given = data
         data, problem = to_utf8(data, sniffed, source)
+        if data is not given:
+            newlines = -1  # re-encoded or without its byte-order mark: counted afresh
         if problem:
             return _whole_file_rejected(source, "encoding", problem)
     if not data[:256].strip() and not data.strip():  # the whole strip (a copy) only when it can be blank
         return Parsed(frame=pl.DataFrame(), rows_in=0)
     try:
-        parsed = _parse(data, fmt, contract, source)
+        parsed = _parse(data, fmt, contract, source, newlines)
     except (Exception, pl.exceptions.PanicException) as exc:
         reason = f"{source} could not be parsed as {fmt} ({type(exc).__name__}: {str(exc)[:300]})"
         parsed = _every_line_rejected(data, source, reason) if fmt in _TEXT_FORMATS else None
@@ -306,9 +312,9 @@ def parse_raw(
     return parsed
 
 
-def _parse(data: bytes, fmt: str, contract: Contract, source: str) -> Parsed:
+def _parse(data: bytes, fmt: str, contract: Contract, source: str, newlines: int = -1) -> Parsed:
     if fmt == "csv":
-        return _parse_csv(data, contract, source)
+        return _parse_csv(data, contract, source, newlines)
     if fmt == "ndjson":
         return _parse_ndjson(data, source)
     if fmt == "json":
@@ -392,8 +398,9 @@ def _csv_options(contract: Contract) -> tuple[str, str | None]:
     return str(opts.get("delimiter", ",")), (str(quote) if quote else None)
 
 
-def _physical_lines(data: bytes) -> int:
-    return data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+def _physical_lines(data: bytes, newlines: int = -1) -> int:
+    """Lines in ``data`` (a last one without its line break counts); ``newlines``: its breaks, if known."""
+    return (count_newlines(data) if newlines < 0 else newlines) + (0 if data.endswith(b"\n") else 1)
 
 
 def _split_fields(body: str, separator: str, quote: str | None) -> list[str]:
@@ -430,7 +437,7 @@ def _unique_names(cells: list[str]) -> list[str]:
     return names
 
 
-def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
+def _parse_csv(data: bytes, contract: Contract, source: str, newlines: int = -1) -> Parsed:
     """Fast path: polars, accepted only when it gives one row per physical line after the header.
 
     Otherwise a file whose only problem is a few lines with a broken quote is read by polars with
@@ -441,7 +448,7 @@ def _parse_csv(data: bytes, contract: Contract, source: str) -> Parsed:
     separator, quote = _csv_options(contract)
     if b"\x00" in data:
         return _parse_csv_scanned(data, separator, quote, source)
-    lines = _physical_lines(data)  # counted once: a scan of the whole batch
+    lines = _physical_lines(data, newlines)  # counted once: a scan of the whole batch, unless given
     frame, error = _polars_rows(data, separator, quote, lines)
     if error and ("utf-8" in error.lower() or "utf8" in error.lower()):
         _, problem = decode_text(data, "utf8", source)

@@ -3,6 +3,9 @@
 import io
 import random
 
+import pytest
+
+from pipelines.components import chunking
 from pipelines.components.chunking import csv_chunks
 
 
@@ -23,6 +26,7 @@ def _check(data: bytes, size: int, start: int = 0, first_line: int = 2) -> list:
     for number, chunk in enumerate(chunks):
         body = data[chunk.start : chunk.end]
         assert chunk.data == header + body  # one copy, nothing lost or repeated
+        assert chunk.newlines == chunk.data.count(b"\n")  # handed on to the parser, which needs it
         assert chunk.first_line == line
         if body:  # (a header-only file's one chunk has no lines)
             assert chunk.last_line == line + body.count(b"\n") - 1
@@ -33,7 +37,9 @@ def _check(data: bytes, size: int, start: int = 0, first_line: int = 2) -> list:
     return chunks
 
 
-def test_chunks_cover_the_file_at_record_boundaries_and_resume_in_place():
+@pytest.mark.parametrize("count_step", [1, 3, 1 << 20])  # small steps: the vectorised counts run too
+def test_chunks_cover_the_file_at_record_boundaries_and_resume_in_place(monkeypatch, count_step):
+    monkeypatch.setattr(chunking, "_COUNT_STEP", count_step)
     rng = random.Random(7)
     for _ in range(30):
         data = _csv(rng, rng.randint(0, 40))

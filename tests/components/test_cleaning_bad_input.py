@@ -218,6 +218,14 @@ def test_random_malformed_csv_accounts_for_every_physical_line(separator, quote)
             lines.append(separator.join(rng.choice(pieces) for _ in range(rng.choice([1, 2, 3, 3, 3, 4]))))
         text = "\n".join(lines) + rng.choice(["", "\n", "\n\n"])
         parsed = _parse(text.encode(), contract=contract)
+        # a chunk's line breaks, counted when it was cut, give the same parse
+        given = _parse(text.encode(), contract=contract, newlines=text.count("\n"))
+        assert given.frame.equals(parsed.frame) and given.rejects.equals(parsed.rejects), text
+        assert (given.lines, given.rows_in, given.blank_lines) == (
+            parsed.lines,
+            parsed.rows_in,
+            parsed.blank_lines,
+        )
         line_rejects = parsed.rejects.filter(pl.col("source_line") > 0)
         assert parsed.rows_in == parsed.frame.height + line_rejects.height
         if parsed.rejects.filter(pl.col("source_line") == 0).height:  # the header itself was broken
@@ -241,3 +249,15 @@ def test_random_malformed_csv_accounts_for_every_physical_line(separator, quote)
             assert repaired.rejects.rows() == scanned.rejects.rows(), text
             assert (repaired.lines, repaired.blank_lines) == (scanned.lines, scanned.blank_lines)
     assert repairs > 0 or quote is None
+
+
+def test_a_line_break_count_given_for_bytes_that_are_then_converted_is_not_used(monkeypatch):
+    def slow(*args):
+        raise AssertionError("a wrong line count sent a well-formed file down the slow path")
+
+    monkeypatch.setattr(cleaning, "_parse_csv_repaired", slow)
+    monkeypatch.setattr(cleaning, "_parse_csv_scanned", slow)
+    parsed = _parse(b"id,v\r1,a\r2,b\r", newlines=0)  # "\r" line ends become "\n" before parsing
+    assert (parsed.lines, parsed.rows_in, parsed.frame.get_column("v").to_list()) == (3, 2, ["a", "b"])
+    with_bom = _parse(b"\xef\xbb\xbfid,v\n1,a\n", newlines=2)
+    assert (with_bom.lines, with_bom.frame.get_column("v").to_list()) == (2, ["a"])

@@ -1,11 +1,11 @@
-"""collapse_duplicates and the decimal scale check: the fast paths agree with the definitions."""
+"""collapse_duplicates, the decimal scale check and line counting: the fast paths agree with the definitions."""
 
 import random
 
 import polars as pl
 import pytest
 
-from pipelines.components import cleaning
+from pipelines.components import chunking, cleaning
 from pipelines.components.registry import ColumnSpec
 
 
@@ -111,3 +111,15 @@ def test_cast_marks_rows_for_the_full_rules_with_the_same_result(null_values, se
         assert got.bad.equals(want.bad)
         assert (got.extra_columns, got.missing_columns) == (want.extra_columns, want.missing_columns)
         assert got.good.height and got.bad.height  # both kinds of rows, and padded values rejoined
+
+
+@pytest.mark.parametrize("step", [1, 3, 1 << 20])
+def test_line_counts_count_like_the_definition(monkeypatch, step):
+    monkeypatch.setattr(chunking, "_COUNT_STEP", step)
+    rng = random.Random(11)
+    cases = [b"", b"\n", b"a", b"a\n", b"a\nb", b"\n\n\r\n", b"h\n" + b"x,y\n" * 1000 + b"z"]
+    cases += [bytes(rng.choice(b"ab\n\r,") for _ in range(rng.randint(0, 50))) for _ in range(200)]
+    for data in cases:
+        assert cleaning._physical_lines(data) == data.count(b"\n") + (0 if data.endswith(b"\n") else 1), data
+        start, end = sorted(rng.randint(0, len(data) + 2) for _ in range(2))
+        assert chunking.count_newlines(data, start, end) == data.count(b"\n", start, end), (data, start, end)
