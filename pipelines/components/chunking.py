@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import IO
 
 _HEADER_BLOCK = 64 * 1024  # read size while looking for the header's end (it is usually one short line)
-_COUNT_STEP = 1 << 20  # bytes count_newlines compares at a time (its temporary array's size)
+_COUNT_STEP = 1 << 20  # bytes count_byte compares at a time (the size of its temporary array)
 
 
 def count_byte(data: bytes, value: int, start: int = 0, end: int | None = None) -> int:
@@ -66,11 +66,12 @@ def _boundary(block: bytes, quote: bytes | None, parity: int) -> int:
         newline = block.rfind(b"\n", 0, position)
         if newline < 0:
             return -1
-        quotes = count_byte(block, quote[0], 0, newline) if quote and len(quote) == 1 else None
-        if (
-            quote is None
-            or (parity + (block.count(quote, 0, newline) if quotes is None else quotes)) % 2 == 0
-        ):
+        if quote is None:
+            return newline + 1
+        quotes = (
+            count_byte(block, quote[0], 0, newline) if len(quote) == 1 else block.count(quote, 0, newline)
+        )
+        if (parity + quotes) % 2 == 0:
             return newline + 1
         position = newline
 
