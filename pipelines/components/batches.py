@@ -51,7 +51,7 @@ class Unit:
     done: bool  # the file is fully consumed once this unit is committed
     resume: dict | None  # where the file continues otherwise: {"offset": ..., "line": ...}
     sniffed: cleaning.Sniffed | None = None  # a chunk's file as sniffed from its first bytes
-    newlines: int = -1  # line breaks in ``data`` when already counted (a chunk's), else -1
+    newlines: int | None = None  # line breaks in ``data`` when already counted (a chunk's)
 
     @property
     def size(self) -> int:

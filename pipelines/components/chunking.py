@@ -50,7 +50,7 @@ class Chunk:
     first_line: int  # physical line number (1-based) of the body's first line
     last_line: int  # physical line number of the body's last line
     last: bool  # the chunk reaches the end of the file
-    newlines: int = -1  # line breaks in ``data`` (counted while cutting; parsing needs them too)
+    newlines: int  # line breaks in ``data`` (counted while cutting; parsing needs them too)
 
     @property
     def line_offset(self) -> int:

@@ -254,7 +254,7 @@ def parse_raw(
     *,
     sniffed: Sniffed | None = None,
     line_offset: int = 0,
-    newlines: int = -1,
+    newlines: int | None = None,
 ) -> Parsed:
     """Parse one raw file's bytes into text columns with lineage, or reject it whole with a reason.
 
@@ -263,7 +263,7 @@ def parse_raw(
     (CSV/NDJSON line, JSON record number) and _seq (arrival order, for deterministic last-wins).
     A text file is sniffed (:func:`sniff`) unless ``sniffed`` is given, as it must be for a chunk
     of a file (the chunk then carries the header line first); ``line_offset`` is added to the line
-    numbers of such a chunk; ``newlines``, when not -1, is the number of line breaks in ``data`` (a
+    numbers of such a chunk; ``newlines``, when given, is the number of line breaks in ``data`` (a
     chunk's, counted when it was cut). Nothing raises for bad input: a file that cannot be decoded or parsed
     at all is rejected whole with the reason.
     """
@@ -280,7 +280,7 @@ def parse_raw(
         given = data
         data, problem = to_utf8(data, sniffed, source)
         if data is not given:
-            newlines = -1  # re-encoded or without its byte-order mark: counted afresh
+            newlines = None  # re-encoded or without its byte-order mark: counted afresh
         if problem:
             return _whole_file_rejected(source, "encoding", problem)
     if not data[:256].strip() and not data.strip():  # the whole strip (a copy) only when it can be blank
@@ -312,7 +312,7 @@ def parse_raw(
     return parsed
 
 
-def _parse(data: bytes, fmt: str, contract: Contract, source: str, newlines: int = -1) -> Parsed:
+def _parse(data: bytes, fmt: str, contract: Contract, source: str, newlines: int | None = None) -> Parsed:
     if fmt == "csv":
         return _parse_csv(data, contract, source, newlines)
     if fmt == "ndjson":
@@ -398,9 +398,9 @@ def _csv_options(contract: Contract) -> tuple[str, str | None]:
     return str(opts.get("delimiter", ",")), (str(quote) if quote else None)
 
 
-def _physical_lines(data: bytes, newlines: int = -1) -> int:
+def _physical_lines(data: bytes, newlines: int | None = None) -> int:
     """Lines in ``data`` (a last one without its line break counts); ``newlines``: its breaks, if known."""
-    return (count_newlines(data) if newlines < 0 else newlines) + (0 if data.endswith(b"\n") else 1)
+    return (count_newlines(data) if newlines is None else newlines) + (0 if data.endswith(b"\n") else 1)
 
 
 def _split_fields(body: str, separator: str, quote: str | None) -> list[str]:
@@ -437,7 +437,7 @@ def _unique_names(cells: list[str]) -> list[str]:
     return names
 
 
-def _parse_csv(data: bytes, contract: Contract, source: str, newlines: int = -1) -> Parsed:
+def _parse_csv(data: bytes, contract: Contract, source: str, newlines: int | None = None) -> Parsed:
     """Fast path: polars, accepted only when it gives one row per physical line after the header.
 
     Otherwise a file whose only problem is a few lines with a broken quote is read by polars with
