@@ -184,6 +184,18 @@ class Plan:
 # Public API --------------------------------------------------------------------------------
 
 
+def _check_registry(path: str | Path) -> None:
+    """Every problem of the registry, contracts' expectations included: a run checks those against Great
+    Expectations only when it first validates, too late to stop a deploy."""
+    from pipelines.components.registry import RegistryError, check_registry
+
+    _, problems = check_registry(path)
+    if problems:
+        raise RegistryError(
+            problems, path, lead=f"The registry {path} has {len(problems)} problem(s); nothing was deployed:"
+        )
+
+
 def deploy(
     branch: str | None = None,
     *,
@@ -197,7 +209,8 @@ def deploy(
     else from the settings of this process. Deploying twice changes nothing; deployments tagged
     with the namespace that are no longer in prefect.yaml are deleted. Raises ``ConfigError``, with
     nothing changed, when HEAD is not the tip of ``branch``, another branch owns the namespace, or
-    a namespace other than ``local`` has no explicit data and warehouse locations.
+    a namespace other than ``local`` has no explicit data and warehouse locations, and
+    ``RegistryError`` when the registry or a contract (its expectations included) has a problem.
     """
     prefect_path = Path(prefect_file).resolve()
     git = git_state(prefect_path.parent)
@@ -210,6 +223,7 @@ def deploy(
     _check_branch_tip(git, branch)
     settings = Settings.resolve(namespace=namespace)
     _check_explicit_locations(settings)
+    _check_registry(settings.registry_path)
     url = _api_url(api_url, settings)
     entries = load_prefect_file(prefect_path)
     _run(lambda: _check_api_and_owner(url, namespace, branch))

@@ -147,3 +147,52 @@ def test_submitting_into_serving_from_another_namespace_needs_force(orders, cons
     monkeypatch.setenv("PIPELINES_NAMESPACE", "serving")  # serving's own context needs no --force
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.local  # a subprocess: not unit-fast
+@pytest.mark.usefixtures("prefect_harness")
+def test_expectations_cost_nothing_without_new_data_and_a_typo_stops_the_run_before_any_commit(
+    orders, console, tmp_path
+):
+    from deltalake import DeltaTable
+
+    with_expectation = ORDERS + "expectations:\n  - expect_column_values_to_not_be_null: {column: order_id}\n"
+    orders(contract=with_expectation)
+    assert runner.invoke(app, ["ingest", "orders"]).exit_code == 0
+    table = tmp_path / "data" / "test" / "cleaned" / "orders"
+    assert DeltaTable(str(table)).to_pyarrow_table().num_rows == 1
+
+    # A fresh process with nothing new to ingest validates nothing, so it never imports GX (seconds).
+    env = {**os.environ, "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}
+    child = subprocess.run(
+        [sys.executable, "-c", WRAPPER, "ingest", "orders"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.splitlines()[-1] == "imported: ['prefect']"
+    assert '"status": "no_new_data"' in child.stdout
+
+    # A typo in an expectation stops the next run with data before it validates or commits a row ...
+    _registry(tmp_path, [_orders_row()], {"orders": with_expectation.replace("_null:", "_nul:")})
+    (tmp_path / "landing" / "orders" / "b.csv").write_text(
+        HEADER + "2,20,2024-01-02 10:00:00,2024-01-02 10:00:00,new\n"
+    )
+    _one_error_block(
+        runner.invoke(app, ["ingest", "orders"]),
+        console,
+        "The expectations of contracts/orders.yaml have 1 problem(s); nothing was validated or committed",
+        "expectations[0].expect_column_values_to_not_be_nul: is not a Great Expectations expectation. "
+        "Did you mean 'expect_column_values_to_not_be_null'?",
+        "Fix them and check again with `pipelines registry check`.",
+    )
+    assert DeltaTable(str(table)).to_pyarrow_table().num_rows == 1
+    # ... and once fixed, the file it had landed is ingested.
+    _registry(tmp_path, [_orders_row()], {"orders": with_expectation})
+    result = runner.invoke(app, ["ingest", "orders"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout[result.stdout.index("{") :])["written"] == 1
+    assert DeltaTable(str(table)).to_pyarrow_table().num_rows == 2

@@ -862,3 +862,22 @@ def test_s3_data_root_code_snapshot_and_results(deployed, repo, prefect_server, 
     assert gone.removed == [f"probe/{namespace}"] and gone.removed_result_block
     assert gone.removed_work_queues == [f"{POOL}/{namespace}"]
     assert s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=f"{namespace}/").get("KeyCount", 0) == 0
+
+
+def test_deploy_refuses_a_registry_whose_expectations_gx_rejects(
+    deployed, repo, prefect_server, monkeypatch, tmp_path
+):
+    # Runs ask GX about a contract's expectations only when they first validate; a deploy asks about all.
+    from pipelines.components.registry import RegistryError
+    from tests.workflows.test_ingest import ORDERS, _orders_row, _registry
+
+    typo = ORDERS + "expectations:\n  - expect_column_values_to_not_be_nul: {column: order_id}\n"
+    registry = _registry(tmp_path, [_orders_row()], {"orders": typo})
+    monkeypatch.setenv("PIPELINES_REGISTRY", str(registry))
+    before = _everything(prefect_server)
+    with pytest.raises(RegistryError) as refused:
+        deploy("feature/x", prefect_file=repo / "prefect.yaml", api_url=prefect_server.api_url)
+    message = str(refused.value)
+    assert message.startswith(f"The registry {registry} has 1 problem(s); nothing was deployed:")
+    assert "expect_column_values_to_not_be_nul: is not a Great Expectations expectation" in message
+    assert _everything(prefect_server) == before

@@ -234,6 +234,36 @@ def _domain_columns(cls: type[Expectation], kwargs: Mapping[str, Any]) -> tuple[
     return tuple(names)
 
 
+def _as_list(raw: Any, where: str, problems: list[Problem]) -> list[Any]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(
+            Problem(
+                where,
+                "expectations",
+                None,
+                "must be a list of entries such as {expect_column_values_to_not_be_null: {column: id}, severity: error}.",
+            )
+        )
+        return []
+    return raw
+
+
+def check_shapes(raw: Any, where: str, problems: list[Problem]) -> tuple[dict, ...]:
+    """What can be checked of a contract's ``expectations`` without Great Expectations (the list's shape,
+    one name per entry, severities, arguments as mappings, reserved arguments); returns the entries.
+
+    The rest (the name is a GX expectation, its arguments build it, the columns it names) is checked by
+    :func:`parse_expectations` when the expectations are first used, so a run that validates nothing
+    never imports GX; ``pipelines registry check`` does both at once."""
+    for index, entry in enumerate(_as_list(raw, where, problems)):
+        shape = _shape(index, entry, where, problems)
+        if shape is not None:
+            _reserved(shape[1], where, f"expectations[{index}].{shape[0]}", problems)
+    return tuple(raw) if isinstance(raw, list) else ()
+
+
 def parse_expectations(
     raw: Any, columns: Mapping[str, ColumnSpec], where: str, problems: list[Problem]
 ) -> tuple[ExpectationSpec, ...]:
@@ -244,29 +274,18 @@ def parse_expectations(
     words), the columns it names must be in the contract and its bounds and value sets must
     suit their types.
     """
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        problems.append(
-            Problem(
-                where,
-                "expectations",
-                None,
-                "must be a list of entries such as {expect_column_values_to_not_be_null: {column: id}, severity: error}.",
-            )
-        )
-        return ()
     specs = []
-    for index, entry in enumerate(raw):
+    for index, entry in enumerate(_as_list(raw, where, problems)):
         spec = _parse_entry(index, entry, columns, where, problems)
         if spec is not None:
             specs.append(spec)
     return tuple(specs)
 
 
-def _parse_entry(
-    index: int, entry: Any, columns: Mapping[str, ColumnSpec], where: str, problems: list[Problem]
-) -> ExpectationSpec | None:
+def _shape(
+    index: int, entry: Any, where: str, problems: list[Problem]
+) -> tuple[str, dict, str | None] | None:
+    """(name, arguments, severity) of an entry, or None when it cannot be read as one expectation."""
     label = f"expectations[{index}]"
     if not isinstance(entry, dict):
         problems.append(
@@ -293,7 +312,6 @@ def _parse_entry(
         return None
     name = names[0]
     severity = entry.get("severity")
-    ok = True
     if severity is not None and severity not in SEVERITIES:
         problems.append(
             Problem(
@@ -304,7 +322,6 @@ def _parse_entry(
                 + did_you_mean(str(severity), SEVERITIES),
             )
         )
-        ok = False
     label = f"{label}.{name}"
     if name in SQL_ONLY:
         problems.append(
@@ -313,19 +330,6 @@ def _parse_entry(
                 label,
                 None,
                 f"this GX expectation {SQL_ONLY[name]}; pipelines validate data frames, so it cannot run here.",
-            )
-        )
-        return None
-    cls = _expectation_class(name)
-    if cls is None:
-        hint = did_you_mean(name, registered_expectations())
-        problems.append(
-            Problem(
-                where,
-                label,
-                None,
-                "is not a Great Expectations expectation."
-                + (hint or " Names are GX 1.x's, e.g. expect_column_values_to_be_between."),
             )
         )
         return None
@@ -342,13 +346,42 @@ def _parse_entry(
             )
         )
         return None
-    kwargs = {str(k): v for k, v in kwargs.items()}
-    before = len(problems)
+    return name, {str(k): v for k, v in kwargs.items()}, severity
+
+
+def _reserved(kwargs: Mapping[str, Any], where: str, label: str, problems: list[Problem]) -> None:
     for key in kwargs:
         if key in RESERVED_ARGUMENTS:
             problems.append(
                 Problem(where, f"{label}.{key}", None, f"cannot be set here: {RESERVED_ARGUMENTS[key]}.")
             )
+
+
+def _parse_entry(
+    index: int, entry: Any, columns: Mapping[str, ColumnSpec], where: str, problems: list[Problem]
+) -> ExpectationSpec | None:
+    first = len(problems)
+    shape = _shape(index, entry, where, problems)
+    if shape is None:
+        return None
+    name, kwargs, severity = shape
+    ok = len(problems) == first  # a bad severity: still check the rest, return nothing
+    label = f"expectations[{index}].{name}"
+    cls = _expectation_class(name)
+    if cls is None:
+        hint = did_you_mean(name, registered_expectations())
+        problems.append(
+            Problem(
+                where,
+                label,
+                None,
+                "is not a Great Expectations expectation."
+                + (hint or " Names are GX 1.x's, e.g. expect_column_values_to_be_between."),
+            )
+        )
+        return None
+    before = len(problems)
+    _reserved(kwargs, where, label, problems)
     constructible = {k: v for k, v in kwargs.items() if k not in RESERVED_ARGUMENTS}
     try:
         cls(**constructible)
@@ -588,14 +621,18 @@ def _semantics(name: str, kwargs: Mapping[str, Any], columns: Mapping[str, Colum
 def check_references(specs: Mapping[str, DatasetSpec], problems: list[Problem]) -> None:
     """Every ``{$PARAMETER: <dataset>.<column>}`` names a registry dataset and a column of its contract."""
     for spec in specs.values():
-        for expectation in spec.contract.expectations:
-            for key, value in expectation.kwargs.items():
+        for index, entry in enumerate(spec.contract.expectation_entries):
+            shape = _shape(index, entry, "", [])  # its own problems are reported by check_shapes
+            if shape is None:
+                continue
+            name, kwargs, _ = shape
+            for key, value in kwargs.items():
                 match = _REFERENCE.match(str(value[PARAMETER])) if _is_parameter(value) else None
                 if not match:
                     continue
                 dataset, column = match.groups()
                 where = f"contracts/{spec.name}.yaml"
-                label = f"expectations[{expectation.index}].{expectation.name}.{key}"
+                label = f"expectations[{index}].{name}.{key}"
                 other = specs.get(dataset)
                 if other is None:
                     problems.append(

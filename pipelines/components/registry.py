@@ -142,13 +142,11 @@ class Problem:
 class RegistryError(PipelinesError):
     """The registry or a contract is invalid; lists every problem found."""
 
-    def __init__(self, problems: list[Problem], path: str | Path) -> None:
+    def __init__(self, problems: list[Problem], path: str | Path, *, lead: str | None = None) -> None:
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(
-            f"The registry {path} has {len(problems)} problem(s); nothing was run:\n{lines}\n"
-            "Fix them and check again with `pipelines registry check`."
-        )
+        lead = lead or f"The registry {path} has {len(problems)} problem(s); nothing was run:"
+        super().__init__(f"{lead}\n{lines}\nFix them and check again with `pipelines registry check`.")
 
 
 def parse_duration(text: str | None) -> timedelta | None:
@@ -229,8 +227,41 @@ class Contract:
 
     columns: Mapping[str, ColumnSpec]
     source: Mapping[str, Any] = field(default_factory=dict)
-    expectations: tuple[ExpectationSpec, ...] = ()  # checked against Great Expectations; see quality.py
+    # The `expectations` list as written; its shape is checked when the contract is loaded, the rest
+    # against Great Expectations on first use of `expectations` (see quality.check_shapes).
+    expectation_entries: tuple[Any, ...] = ()
     description: str = ""
+    origin: str = "contract"  # where problems are reported, e.g. contracts/orders.yaml
+
+    @property
+    def expectations(self) -> tuple[ExpectationSpec, ...]:
+        """The expectations, checked against Great Expectations when first asked for (see
+        :meth:`check_expectations`)."""
+        self.check_expectations()
+        return self._checked[0]
+
+    def check_expectations(self) -> None:
+        """Raise RegistryError naming every problem of the expectations. GX is imported by the first call
+        only, so a run with nothing to validate never pays for it; a run calls this before it parses,
+        validates or commits anything."""
+        problems = self._checked[1]
+        if problems:
+            raise RegistryError(
+                problems,
+                self.origin,
+                lead=f"The expectations of {self.origin} have {len(problems)} problem(s); nothing was "
+                "validated or committed with them:",
+            )
+
+    @functools.cached_property
+    def _checked(self) -> tuple[tuple[ExpectationSpec, ...], list[Problem]]:
+        if not self.expectation_entries:
+            return (), []
+        from pipelines.components.quality import parse_expectations
+
+        problems: list[Problem] = []
+        checked = parse_expectations(list(self.expectation_entries), self.columns, self.origin, problems)
+        return checked, problems
 
     @property
     def null_values(self) -> tuple[str, ...]:
@@ -364,7 +395,11 @@ def _affixes(problems, where: str, col_where: str, col_type: str, value) -> tupl
     return tuple(v.strip() for v in items)
 
 
-def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
+def load_contract(path: Path, problems: list[Problem], *, expectations: bool = True) -> Contract | None:
+    """A contract file, or None when it cannot be read; every problem is appended to ``problems``.
+
+    ``expectations=False`` checks only the shape of the expectations (no GX import): the rest is checked
+    when they are first used (:meth:`Contract.check_expectations`)."""
     where = f"contracts/{path.name}"
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -488,16 +523,19 @@ def load_contract(path: Path, problems: list[Problem]) -> Contract | None:
             false_values=_values(spec.get("false_values", DEFAULT_FALSE)),
             affixes=affixes,
         )
-    expectations = ()
+    entries = ()
     if data.get("expectations") is not None:
-        from pipelines.components.quality import parse_expectations  # GX is imported only when needed
+        from pipelines.components import quality
 
-        expectations = parse_expectations(data["expectations"], columns, where, problems)
+        entries = quality.check_shapes(data["expectations"], where, [] if expectations else problems)
+        if expectations:  # every problem now, in the order of the entries
+            quality.parse_expectations(data["expectations"], columns, where, problems)
     return Contract(
         columns=columns,
         source=source,
-        expectations=expectations,
+        expectation_entries=entries,
         description=str(data.get("description", "")),
+        origin=where,
     )
 
 
@@ -517,7 +555,12 @@ def _check_columns(problems, where, column, names: Iterable[str], contract: Cont
 
 
 def _parse_row(
-    row: dict[str, str], number: int, contracts_dir: Path, problems: list[Problem], names: set[str]
+    row: dict[str, str],
+    number: int,
+    contracts_dir: Path,
+    problems: list[Problem],
+    names: set[str],
+    expectations: bool = True,
 ):
     where = f"datasets.csv row {number}"
     name = (row.get("name") or "").strip()
@@ -544,7 +587,7 @@ def _parse_row(
     contract_path = contracts_dir / f"{name}.yaml"
     contract = None
     if contract_path.is_file():
-        contract = load_contract(contract_path, problems)
+        contract = load_contract(contract_path, problems, expectations=expectations)
     elif stage == "cleaned":
         problems.append(
             Problem(where, "name", name, f"has no contract; create {contract_path} with its columns.")
@@ -762,8 +805,14 @@ def _parse_retention(
     return days, action
 
 
-def check_registry(path: str | Path) -> tuple[dict[str, DatasetSpec], list[Problem]]:
-    """Parse and validate every row and contract; returns the specs and every problem found."""
+def check_registry(
+    path: str | Path, *, expectations: bool = True
+) -> tuple[dict[str, DatasetSpec], list[Problem]]:
+    """Parse and validate every row and contract; returns the specs and every problem found.
+
+    ``expectations=False`` leaves the contracts' expectations to be checked against Great Expectations
+    when first used (their shape is still checked): what runs do, so that GX is imported only by a run
+    that validates something."""
     path = Path(path)
     problems: list[Problem] = []
     if not path.is_file():
@@ -801,9 +850,9 @@ def check_registry(path: str | Path) -> tuple[dict[str, DatasetSpec], list[Probl
                 continue
             if not any((v or "").strip() for v in row.values()):
                 continue
-            spec = _parse_row(row, number, path.parent / "contracts", problems, names)
+            spec = _parse_row(row, number, path.parent / "contracts", problems, names, expectations)
             specs.setdefault(spec.name, spec)
-    if any(spec.contract.expectations for spec in specs.values()):
+    if any(spec.contract.expectation_entries for spec in specs.values()):
         from pipelines.components.quality import check_references
 
         check_references(specs, problems)
@@ -837,7 +886,9 @@ def load_registry(path: str | Path) -> Registry:
 
     Parsed once per version of its files: a cookbook's tasks each load it, and parsing every contract
     costs milliseconds per dataset. An edited CSV or contract (other content) is parsed again; a
-    registry with problems is never kept."""
+    registry with problems is never kept. The contracts' expectations are checked against Great
+    Expectations when first used (``Contract.expectations``), not here: importing GX takes seconds,
+    and a run with no new data validates nothing."""
     return _parsed(str(path), _fingerprint(Path(path)))
 
 
@@ -856,7 +907,7 @@ def _fingerprint(path: Path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _parsed(path: str, fingerprint: str) -> Registry:
-    specs, problems = check_registry(path)
+    specs, problems = check_registry(path, expectations=False)
     if problems:
         raise RegistryError(problems, path)
     return Registry(path=Path(path), datasets=specs)

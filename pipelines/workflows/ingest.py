@@ -332,6 +332,7 @@ def _batch(
     keep_seq: bool = False,
 ):
     """Clean one batch and run its checks; returns (rows to commit, quarantine rows, counts)."""
+    spec.contract.check_expectations()  # the first batch checks them against GX, before anything is parsed
     cleaned = batches.clean(spec, ((u.rel, batches.parse_unit(u, spec)) for u in units))
     files = sorted({u.rel for u in units})
     _schema_policy(spec, cleaned.extra, table, files, result)

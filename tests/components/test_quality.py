@@ -10,7 +10,15 @@ import pytest
 
 from pipelines.components import quality
 from pipelines.components.quality import ExpectationSpec, evaluate, parse_expectations
-from pipelines.components.registry import ColumnSpec, Contract, DatasetSpec, Problem, load_registry
+from pipelines.components.registry import (
+    ColumnSpec,
+    Contract,
+    DatasetSpec,
+    Problem,
+    RegistryError,
+    check_registry,
+    load_registry,
+)
 from pipelines.components.resources import Lake, Storage
 from tests.workflows.test_ingest import ORDERS, _orders_row, _registry
 
@@ -360,9 +368,11 @@ def test_parameters_must_parse_and_references_must_exist(tmp_path):
         "  - expect_column_max_to_be_between: {column: updated_at, min_value: {$PARAMETER: 'now() -'}}\n"
     )
     registry = _registry(tmp_path, [_orders_row()], {"orders": contract})
-    with pytest.raises(Exception) as info:
+    with pytest.raises(RegistryError) as info:  # references are checked at load, without GX
         load_registry(registry)
-    message = str(info.value)
+    assert "'now() -'" not in str(info.value)
+    _, problems = check_registry(registry)  # and with GX, as `pipelines registry check` does
+    message = "\n".join(str(p) for p in problems)
     assert (
         "expectations[0].expect_column_values_to_be_in_set.value_set = 'statusez.code': names dataset"
         in message
@@ -432,13 +442,13 @@ def test_references_resolve_to_the_values_of_another_table(tmp_path):
 
 def _dataset(entries, policy="quarantine") -> DatasetSpec:
     problems: list[Problem] = []
-    expectations = parse_expectations(entries, COLUMNS, "test", problems)
+    parse_expectations(entries, COLUMNS, "test", problems)
     assert not problems
     return DatasetSpec(
         name="t",
         stage="cleaned",
         quality_policy=policy,
-        contract=Contract(columns=COLUMNS, expectations=expectations),
+        contract=Contract(columns=COLUMNS, expectation_entries=tuple(entries)),
     )
 
 

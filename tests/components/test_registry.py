@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from pipelines.components.registry import RegistryError, load_registry, parse_duration
+from pipelines.components.registry import RegistryError, check_registry, load_registry, parse_duration
 from tests.workflows.test_ingest import ORDERS, _orders_row, _registry
 
 
@@ -165,3 +165,51 @@ def test_a_registry_is_parsed_once_and_again_after_any_edit(tmp_path):
     _registry(tmp_path, [_orders_row(), _orders_row(name="orders_copy")], {"orders_copy": ORDERS})
     contract.write_text(ORDERS)
     assert set(load_registry(path).datasets) == {"orders", "orders_copy"}
+
+
+def test_expectations_are_checked_against_gx_when_first_used_and_their_shape_at_load(tmp_path):
+    typo = ORDERS + "expectations:\n  - expect_column_values_to_not_be_nul: {column: order_id}\n"
+    path = _registry(tmp_path, [_orders_row()], {"orders": typo})
+    contract = load_registry(path).get("orders").contract  # a run's registry: GX not consulted yet
+    message = (
+        "contracts/orders.yaml, expectations[0].expect_column_values_to_not_be_nul: is not a Great "
+        "Expectations expectation. Did you mean 'expect_column_values_to_not_be_null'?"
+    )
+    with pytest.raises(RegistryError) as raised:
+        contract.check_expectations()
+    assert str(raised.value).startswith(
+        "The expectations of contracts/orders.yaml have 1 problem(s); nothing was validated or committed"
+    )
+    assert message in str(raised.value) and "`pipelines registry check`" in str(raised.value)
+    with pytest.raises(RegistryError, match="not_be_nul"):
+        _ = contract.expectations
+    _, problems = check_registry(path)  # what `pipelines registry check` and a deploy run
+    assert [str(p) for p in problems] == [message]
+
+    fixed = _registry(tmp_path, [_orders_row()], {"orders": typo.replace("_nul:", "_null:")})
+    [expectation] = load_registry(fixed).get("orders").contract.expectations
+    assert (expectation.name, expectation.level, expectation.columns) == (
+        "expect_column_values_to_not_be_null",
+        "row",
+        ("order_id",),
+    )
+
+    shape = ORDERS + "expectations:\n  - expect_column_values_to_not_be_null\n"  # no arguments mapping
+    with pytest.raises(RegistryError, match=r"expectations\[0\] = 'expect_column_values_to_not_be_null'"):
+        load_registry(_registry(tmp_path, [_orders_row()], {"orders": shape}))
+
+
+def test_loading_the_registry_does_not_import_great_expectations(tmp_path):
+    import subprocess
+    import sys
+
+    from pipelines.components.environment import DEFAULT_REGISTRY
+
+    code = (
+        "import sys\nfrom pipelines.components.registry import load_registry\n"
+        f"registry = load_registry({str(DEFAULT_REGISTRY)!r})\n"
+        "assert registry.get('flights').contract.expectation_entries\n"
+        "print('great_expectations' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
