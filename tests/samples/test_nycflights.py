@@ -147,3 +147,22 @@ def test_contract_matches_landed_header(landing, table):
     assert list(columns) == header
     assert contract["source"]["null_values"] == ["NA"]
     assert all(spec.get("type") and spec.get("description") for spec in columns.values())
+
+
+def test_landing_a_day_again_leaves_its_unchanged_files_untouched(landing):
+    land_nycflights(
+        landing, start="2013-01-08", through="2013-01-09", late=LATE, tables=("weather", "planes")
+    )
+    folder = Path(landing.path("nycflights13"))
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*.csv")}
+    tampered = folder / "weather" / "weather_2013-01-08.csv"
+    good = tampered.read_bytes()
+    tampered.write_bytes(good.replace(b"EWR", b"XXX"))  # same size, other content
+    again = land_nycflights(
+        landing, start="2013-01-08", through="2013-01-09", late=LATE, tables=("weather", "planes")
+    )
+    assert again.files == sorted(str(p.relative_to(folder.parent)) for p in before)
+    assert tampered.read_bytes() == good  # rewritten
+    assert {p: p.stat().st_mtime_ns for p in before if p != tampered} == {
+        p: t for p, t in before.items() if p != tampered
+    }
