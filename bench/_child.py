@@ -1,10 +1,11 @@
 """Run one side in a fresh interpreter and report what it measured as one JSON line.
 
-    python -m bench._child ours|baseline --landing DIR --registry CSV --data DIR
+    python -m bench._child ours|baseline|prefect-floor --landing DIR --registry CSV --data DIR
 
-The parent (cold start, memory) times the whole process from outside; inside, this reports the
-import time, the run time and the peak resident memory of this process (VmHWM), so a side's
-memory is never mixed with the parent's.
+The parent (cold start, memory, no_new_data) times the whole process from outside; inside, this
+reports the import time, the run time and the peak resident memory of this process (VmHWM), so a
+side's memory is never mixed with the parent's. ``prefect-floor`` runs one empty flow: what any
+Prefect run in a fresh process costs.
 """
 
 from __future__ import annotations
@@ -59,19 +60,26 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench._child")
-    parser.add_argument("side", choices=["ours", "baseline"])
+    parser.add_argument("side", choices=["ours", "baseline", "prefect-floor"])
     parser.add_argument("--landing", type=Path, required=True)
     parser.add_argument("--registry", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True)
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    status = None
     if args.side == "ours":
         import pipelines.workflows.ingest  # noqa: F401 (the import is part of what is measured)
         from bench import _common
 
         imported = time.perf_counter()
         result = _common.run_ingest(data=args.data, landing=args.landing, registry=args.registry)
-        rows = result.written
+        rows, status = result.written, result.status
+    elif args.side == "prefect-floor":
+        from prefect import flow
+
+        imported = time.perf_counter()
+        flow(name="empty")(lambda: None)()  # on Prefect's in-process API, as ours runs
+        rows = 0
     else:
         from bench import _handwritten
 
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         import_seconds=round(imported - started, 3),
         run_seconds=round(finished - imported, 3),
         rows_written=rows,
+        status=status,
+        great_expectations_imported="great_expectations" in sys.modules,
         peak_rss_mib=round(peak_rss_mib(), 1),
     )
     return 0

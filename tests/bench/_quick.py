@@ -18,7 +18,7 @@ from bench import Target
 
 REPO = Path(__file__).resolve().parents[2]
 GROUPS = (
-    ["ingest", "incremental", "validation", "parallel", "cold_start"],
+    ["ingest", "incremental", "validation", "parallel", "cold_start", "no_new_data"],
     ["orchestration", "share_append", "share_merge", "peer", "memory", "small_ingest", "slot", "state_read"],
 )
 POSTGRES_BENCHMARKS = ("share_append", "share_merge", "peer")  # each creates and drops databases of its own
@@ -89,6 +89,12 @@ def _cold_start(details: dict) -> None:
     assert all("import_seconds" in run for run in details["ours_runs"])
 
 
+def _no_new_data(details: dict) -> None:
+    assert details["verified"] == {"rows_in_table": 1_000 - 20, "runs": 1}
+    [run] = details["ours_runs"]
+    assert run["status"] == "no_new_data" and run["great_expectations_imported"] is False
+
+
 def _checked_by_the_common_checks(details: dict) -> None:
     """Its sides ran, were verified against each other (an error otherwise) and were measured."""
 
@@ -107,6 +113,7 @@ CHECKS = {
     "small_ingest": _checked_by_the_common_checks,
     "slot": _checked_by_the_common_checks,
     "cold_start": _cold_start,
+    "no_new_data": _no_new_data,
     "state_read": _checked_by_the_common_checks,
 }
 

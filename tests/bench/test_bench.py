@@ -42,6 +42,7 @@ EXPECTED = [
     "small_ingest",
     "slot",
     "cold_start",
+    "no_new_data",
     "state_read",
 ]
 
