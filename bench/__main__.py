@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:14} {target}\n{'':14} ours: {spec.ours}\n{'':14} baseline: {spec.baseline}")
         return 0
     names = select(available, args.only)
+    code = _env.code()
+    print(f"[bench] measuring pipelines at commit {code['commit']} from {code['folder']}", flush=True)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     records = []
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _env.machine(),
         "load_average": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
         "versions": _env.versions(),
+        "commit": code["commit"],
         "benchmarks": records,
     }
     full_set = not args.quick and not args.only

@@ -76,6 +76,27 @@ def machine() -> dict[str, object]:
     }
 
 
+def code() -> dict[str, str]:
+    """The code this process measures: the folder ``pipelines`` is imported from and its git commit.
+
+    ``python -m bench`` puts the working directory ahead of PYTHONPATH, so an A/B run measures another
+    checkout only when it starts in that checkout; the report names the commit it measured."""
+    import subprocess
+
+    import pipelines
+
+    root = Path(pipelines.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown (not a git checkout)"
+    if git("status", "--porcelain", "--untracked-files=no", "--", "pipelines", "bench"):
+        commit += " with uncommitted changes"
+    return {"folder": str(root), "commit": commit}
+
+
 def versions() -> dict[str, str]:
     found = {"python": sys.version.split()[0]}
     for name in ("prefect", "polars", "deltalake", "psycopg", "pyarrow"):

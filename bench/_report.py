@@ -54,7 +54,9 @@ def markdown(document: dict[str, Any]) -> str:
         f"Machine: {machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['ram_gib']} GiB RAM, "
         f"{machine['os']}; 1-minute load average {document['load_average']['start']} at the start, "
         f"{document['load_average']['end']} at the end (other work on the machine slows both sides).  ",
-        "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
+        "Versions: "
+        + ", ".join(f"{name} {version}" for name, version in versions.items())
+        + f"; pipelines at commit {document.get('commit', 'unknown')}.",
         "",
         "Each side ran alternately in one process after warm-up rounds (imports and data generation "
         "excluded), except where a side is a fresh interpreter by design (cold start, memory). "

@@ -133,6 +133,10 @@ def run_and_check(names: list[str], tmp_path: Path) -> None:
     assert document["command"] == f"python -m bench --quick --only {only} --runs 1 --warmup 0"
     assert set(document["machine"]) >= {"cpu_count", "cpu_model", "ram_gib"}
     assert set(document["versions"]) >= {"python", "prefect", "polars", "deltalake", "psycopg"}
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True
+    )
+    assert document["commit"].split()[0] == head.stdout.strip()  # the code measured is this checkout's
     records = {r["name"]: r for r in document["benchmarks"]}
     assert list(records) == names
     for name, record in records.items():
