@@ -59,7 +59,7 @@ def markdown(document: dict[str, Any]) -> str:
         + f"; pipelines at commit {document.get('commit', 'unknown')}.",
         "",
         "Each side ran alternately in one process after warm-up rounds (imports and data generation "
-        "excluded), except where a side is a fresh interpreter by design (cold start, memory). "
+        "excluded), except where a side is a fresh interpreter by design (cold start, memory, no new data). "
         "Times are wall seconds: median (min to max) over the runs. The ratio is ours ÷ baseline of the "
         "medians; the score is what the target judges.",
         "",
