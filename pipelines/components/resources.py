@@ -260,6 +260,19 @@ class Storage:
                 tmp_path.unlink()
         return self.uri(rel)
 
+    def write_changed(self, rel: str, data: bytes) -> bool:
+        """Write ``data`` atomically unless ``rel`` already holds exactly these bytes; returns whether it wrote.
+
+        A file left as it was keeps its modification time (and ETag), so whatever knows files by their
+        identity, as ingest's landing manifest does, recognises it without reading it again."""
+        try:
+            if self.size(rel) == len(data) and self.read_bytes(rel) == data:
+                return False
+        except FileNotFoundError:
+            pass
+        self.write_atomic(rel, data)
+        return True
+
     def put_atomic(self, local_path: str | Path, rel: str) -> str:
         """Copy a local file to rel atomically (see :meth:`write_atomic`)."""
         self.check_writable(rel)

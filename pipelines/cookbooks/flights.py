@@ -66,10 +66,11 @@ def _land(landing_url: str, start: str, through: str) -> int:
     settings = get_settings()
     report = land_nycflights(Storage.from_settings(landing_url, settings), start=start, through=through)
     get_run_logger().info(
-        "Landed %d file(s) for %s..%s (%d late row(s) held back until they arrive)",
+        "Landed %d file(s) for %s..%s, %d of them new or changed (%d late row(s) held back until they arrive)",
         len(report.files),
         start,
         through,
+        len(report.changed),
         report.late_rows,
     )
     return len(report.files)

@@ -61,10 +61,11 @@ def _land(landing_url: str, start: str, through: str) -> int:
         Storage.from_settings(landing_url, get_settings()), start=start, through=through
     )
     get_run_logger().info(
-        "Landed %d file(s) for %s..%s: %d post row(s), %d like row(s)",
+        "Landed %d file(s) for %s..%s, %d of them new or changed: %d post row(s), %d like row(s)",
         len(report.files),
         start,
         through,
+        len(report.changed),
         report.rows["posts"],
         report.rows["likes"],
     )

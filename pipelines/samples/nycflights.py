@@ -44,9 +44,10 @@ _LATE = "__late"
 
 @dataclass
 class LandingReport:
-    """What one landing call wrote."""
+    """What one landing call put in the landing zone."""
 
-    files: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # every file of the range, as landed
+    changed: list[str] = field(default_factory=list)  # the ones written now: new, or their bytes differed
     rows: dict[str, int] = field(default_factory=dict)
     late_rows: int = 0
 
@@ -146,17 +147,6 @@ def land_nycflights(
             report.late_rows += part.height if is_late else 0
         report.rows[table] = landed
 
-    for rel in sorted(written):
-        if not _holds(landing, rel, written[rel]):
-            landing.write_atomic(rel, written[rel])
+    report.changed = [rel for rel in sorted(written) if landing.write_changed(rel, written[rel])]
     report.files = sorted(written)
     return report
-
-
-def _holds(landing: Storage, rel: str, data: bytes) -> bool:
-    """Whether ``rel`` already holds ``data``. Landing the same day again then leaves its file untouched,
-    as a real source would, so ingest knows it by its identity (path, size, time) without reading it."""
-    try:
-        return landing.size(rel) == len(data) and landing.read_bytes(rel) == data
-    except FileNotFoundError:
-        return False

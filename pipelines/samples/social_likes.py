@@ -84,9 +84,10 @@ class Sample:
 
 @dataclass
 class LandingReport:
-    """What one landing call wrote."""
+    """What one landing call put in the landing zone."""
 
-    files: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # every file of the range, as landed
+    changed: list[str] = field(default_factory=list)  # the ones written now: new, or their bytes differed
     rows: dict[str, int] = field(default_factory=dict)
 
 
@@ -207,7 +208,6 @@ def land_social_likes(
             written[f"{prefix}/likes/likes_{day.isoformat()}.ndjson"] = _likes_ndjson(likes)
             report.rows["likes"] += len(likes)
         day += dt.timedelta(days=1)
-    for rel in sorted(written):
-        landing.write_atomic(rel, written[rel])
+    report.changed = [rel for rel in sorted(written) if landing.write_changed(rel, written[rel])]
     report.files = sorted(written)
     return report

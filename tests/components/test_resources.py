@@ -184,3 +184,29 @@ def test_postgres_concurrent_first_use_creates_schema_once(postgres_url):
 def test_bad_warehouse_url():
     with pytest.raises(ConfigError, match="Unsupported warehouse 'mysql'"):
         Warehouse("mysql://x@y/z", "ns")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_write_changed_writes_only_new_or_different_bytes(where, tmp_path, request, monkeypatch):
+    if where == "s3":
+        s3 = request.getfixturevalue("s3")
+        monkeypatch.setenv("PIPELINES_DATA_URL", s3.url)
+        storage = Storage.from_settings(f"s3://{s3.bucket}/landing", Settings.resolve())
+    else:
+        storage = Storage(str(tmp_path / "root"))
+
+    def stamp():
+        storage.fs.invalidate_cache()
+        info = storage.fs.info(storage.path("d/a.csv"))
+        return info.get("mtime") or info["LastModified"]  # S3's is to the second
+
+    assert storage.write_changed("d/a.csv", b"x,y\n1,2\n") is True  # new
+    first = stamp()
+    time.sleep(1.1 if where == "s3" else 0.05)
+    assert storage.write_changed("d/a.csv", b"x,y\n1,2\n") is False  # the same bytes: left as it was
+    assert stamp() == first
+    storage.write_atomic("d/a.csv", b"x,y\n1,2\n")
+    assert stamp() != first  # what a rewrite would have done
+    assert storage.write_changed("d/a.csv", b"x,y\n1,3\n") is True  # same size, other bytes
+    assert storage.write_changed("d/a.csv", b"x,y\n1,3,4\n") is True  # another size
+    assert storage.read_bytes("d/a.csv") == b"x,y\n1,3,4\n"

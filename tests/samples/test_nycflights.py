@@ -102,8 +102,15 @@ def test_landing_twice_writes_identical_bytes(tmp_path):
     first, second = Storage(str(tmp_path / "a")), Storage(str(tmp_path / "b"))
     kwargs = {"start": "2013-01-08", "through": "2013-01-13", "late": LATE}
     report = land_nycflights(first, **kwargs)
+    assert report.changed == report.files  # all new
     before = {rel: first.read_bytes(rel) for rel in report.files}
-    assert land_nycflights(first, **kwargs) == report
+    again = land_nycflights(first, **kwargs)
+    assert (again.files, again.rows, again.late_rows, again.changed) == (
+        report.files,
+        report.rows,
+        report.late_rows,
+        [],
+    )
     assert land_nycflights(second, **kwargs) == report
     assert {rel: first.read_bytes(rel) for rel in report.files} == before
     assert {rel: second.read_bytes(rel) for rel in report.files} == before
@@ -162,6 +169,7 @@ def test_landing_a_day_again_leaves_its_unchanged_files_untouched(landing):
         landing, start="2013-01-08", through="2013-01-09", late=LATE, tables=("weather", "planes")
     )
     assert again.files == sorted(str(p.relative_to(folder.parent)) for p in before)
+    assert again.changed == [str(tampered.relative_to(folder.parent))]
     assert tampered.read_bytes() == good  # rewritten
     assert {p: p.stat().st_mtime_ns for p in before if p != tampered} == {
         p: t for p, t in before.items() if p != tampered
