@@ -523,20 +523,22 @@ def load_contract(path: Path, problems: list[Problem], *, expectations: bool = T
             false_values=_values(spec.get("false_values", DEFAULT_FALSE)),
             affixes=affixes,
         )
-    entries = ()
+    entries, shape_problems = (), []
     if data.get("expectations") is not None:
-        from pipelines.components import quality
+        from pipelines.components.quality import check_shapes
 
-        entries = quality.check_shapes(data["expectations"], where, [] if expectations else problems)
-        if expectations:  # every problem now, in the order of the entries
-            quality.parse_expectations(data["expectations"], columns, where, problems)
-    return Contract(
+        entries = check_shapes(data["expectations"], where, shape_problems)
+    contract = Contract(
         columns=columns,
         source=source,
         expectation_entries=entries,
         description=str(data.get("description", "")),
         origin=where,
     )
+    # With ``expectations``, the GX check runs now and its result stays with the contract for later use;
+    # it reports the shape problems too, in the order of the entries.
+    problems += contract._checked[1] if expectations and entries else shape_problems
+    return contract
 
 
 def _check_columns(problems, where, column, names: Iterable[str], contract: Contract | None) -> None:
