@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, spec in available.items():
             target = spec.target.text if spec.target else "reported only"
             print(f"{name:14} {target}\n{'':14} ours: {spec.ours}\n{'':14} baseline: {spec.baseline}")
+            if spec.floor:
+                print(f"{'':14} floor: {spec.floor}")
         return 0
     names = select(available, args.only)
     code = _env.code()

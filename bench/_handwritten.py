@@ -10,13 +10,34 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 from bench import _data
 
 
 def ingest_csv(csv_paths: list[Path], table_uri: Path) -> int:
     """CSV files -> typed, deduplicated (last wins on the key), partitioned Delta table; returns rows."""
+    latest = _latest(csv_paths)
+    write_deltalake(str(table_uri), latest.to_arrow(), mode="overwrite", partition_by=["_partition"])
+    return latest.height
+
+
+def merge_csv(csv_paths: list[Path], table_uri: Path) -> int:
+    """CSV files merged into a table ingest_csv wrote: typed and deduplicated as there, then one delta-rs
+    upsert on the key (a matched row is replaced, a new key inserted); returns the source's rows."""
+    latest = _latest(csv_paths)
+    key = _data.PRIMARY_KEY
+    (
+        DeltaTable(str(table_uri))
+        .merge(latest.to_arrow(), predicate=f"t.{key} = s.{key}", source_alias="s", target_alias="t")
+        .when_matched_update_all()
+        .when_not_matched_insert_all()
+        .execute()
+    )
+    return latest.height
+
+
+def _latest(csv_paths: list[Path]) -> pl.DataFrame:
     frame = pl.concat(
         [pl.read_csv(p, infer_schema=False, null_values=["NA"]) for p in csv_paths], how="vertical"
     )
@@ -33,6 +54,4 @@ def ingest_csv(csv_paths: list[Path], table_uri: Path) -> int:
     latest = typed.sort(_data.INCREMENTAL_FIELD, maintain_order=True).unique(
         _data.PRIMARY_KEY, keep="last", maintain_order=True
     )
-    latest = latest.with_columns(pl.col(_data.PARTITION_FIELD).dt.strftime("%Y-%m-%d").alias("_partition"))
-    write_deltalake(str(table_uri), latest.to_arrow(), mode="overwrite", partition_by=["_partition"])
-    return latest.height
+    return latest.with_columns(pl.col(_data.PARTITION_FIELD).dt.strftime("%Y-%m-%d").alias("_partition"))

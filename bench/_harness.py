@@ -6,6 +6,11 @@ as zero-argument callables plus optional untimed resets and a check that both si
 the same thing. The runner calls the sides alternately (ours first on even runs, the baseline
 first on odd ones), after ``warmup`` uncounted rounds, in this one process: imports and data
 generation are never inside a timed call.
+
+A case may also have a **floor**: what any implementation on the same engines pays for the same
+work (an empty Prefect workflow run, a bare delta-rs merge). It runs as a third side in the same
+rounds, after the two sides, and is scored against the baseline as ours is: a target below the
+floor's score cannot be met by changing this library's code alone, and the report says so.
 """
 
 from __future__ import annotations
@@ -76,6 +81,8 @@ class Case:
     reset_ours: Callable[[], None] | None = None  # untimed, before every call of ours
     reset_baseline: Callable[[], None] | None = None
     verify: Callable[[], dict[str, Any]] | None = None  # after the runs: raise if the sides disagree
+    floor: Callable[[], Any] | None = None  # optional third side: the engines' own cost of the work
+    reset_floor: Callable[[], None] | None = None
     details: dict[str, Any] = field(default_factory=dict)  # facts about the case (rows, files, ...)
     cleanup: Callable[[], None] | None = None
 
@@ -107,6 +114,7 @@ class Benchmark:
     warmup: int = 1
     baseline_first: bool = False  # which side opens the even-numbered runs
     order: int = 100  # position in the table
+    floor: str | None = None  # what the case's floor side does, one line (when it has one)
 
 
 # registry ------------------------------------------------------------------------------------
@@ -186,7 +194,9 @@ def run_benchmark(
             warm = [(case.ours, case.reset_ours), (case.baseline, case.reset_baseline)]
             for side, reset in warm[::-1] if spec.baseline_first else warm:
                 _call(side, reset)
-        ours, baseline, ours_detail, baseline_detail = [], [], [], []
+            if case.floor is not None:
+                _call(case.floor, case.reset_floor)
+        ours, baseline, floor, ours_detail, baseline_detail = [], [], [], [], []
         for index in range(count):
             sides = [("ours", case.ours, case.reset_ours), ("baseline", case.baseline, case.reset_baseline)]
             if spec.baseline_first:
@@ -196,12 +206,20 @@ def run_benchmark(
                 (ours if which == "ours" else baseline).append(value)
                 if detail:
                     (ours_detail if which == "ours" else baseline_detail).append(detail)
+            if case.floor is not None:
+                floor.append(_call(case.floor, case.reset_floor)[0])
         ours_stats, baseline_stats = Stats(ours), Stats(baseline)
         record["ours_stats"] = ours_stats.as_dict()
         record["baseline_stats"] = baseline_stats.as_dict()
         record["ratio"] = ratio_of_medians(ours_stats, baseline_stats, case)
         record["score"] = spec.score(ours_stats, baseline_stats, case) if spec.target else None
         record["met"] = spec.target.met(record["score"]) if spec.target else None
+        if floor:
+            floor_stats = Stats(floor)
+            record["floor"] = spec.floor
+            record["floor_stats"] = floor_stats.as_dict()
+            record["floor_score"] = spec.score(floor_stats, baseline_stats, case)
+            record["below_floor"] = bool(spec.target) and not spec.target.met(record["floor_score"])
         record["details"] = dict(case.details)
         if ours_detail:
             record["details"]["ours_runs"] = ours_detail

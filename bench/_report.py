@@ -39,7 +39,9 @@ def _verdict(record: dict[str, Any]) -> str:
         return "**error**"
     if record.get("target") is None:
         return "reported only"
-    return "met" if record.get("met") else "**missed**"
+    if record.get("met"):
+        return "met"
+    return "**missed** (below the floor)" if record.get("below_floor") else "**missed**"
 
 
 def markdown(document: dict[str, Any]) -> str:
@@ -97,6 +99,27 @@ def markdown(document: dict[str, Any]) -> str:
     if checks:
         lines += ["", "## Checks after the runs (both sides produced the same result)", ""]
         lines += [f"- **{name}**: `{json.dumps(facts, sort_keys=True)}`" for name, facts in checks]
+    floors = [r for r in document["benchmarks"] if r.get("floor_stats")]
+    if floors:
+        lines += [
+            "",
+            "## Floors (the engines' own cost of the same work, measured in the same rounds)",
+            "",
+        ]
+        for r in floors:
+            target = r.get("target")
+            reach = ""
+            if target:
+                verdict = (
+                    "below this floor: no change to this library's code alone can meet it"
+                    if r["below_floor"]
+                    else "above this floor"
+                )
+                reach = f"; the target ({target['text']}) is {verdict}"
+            lines.append(
+                f"- **{r['name']}**: {r['floor']}: {_side(r['floor_stats'], r['unit'])}, "
+                f"score {_score({'score': r['floor_score'], 'score_unit': r['score_unit']})}{reach}."
+            )
     errors = [r for r in document["benchmarks"] if r.get("error")]
     if errors:
         lines += ["", "## Errors", ""]

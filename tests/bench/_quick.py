@@ -52,7 +52,12 @@ def _ingest(details: dict) -> None:
 
 
 def _incremental(details: dict) -> None:
-    assert details["verified"]["late_rows"] > 0
+    assert details["verified"]["late_rows"] > 0  # and the floor's hand-written merge gave the same table
+
+
+def _small_ingest(details: dict) -> None:
+    """Its sides ran, were verified against each other (an error otherwise) and were measured; its floor too
+    (checked for every record that has one, below)."""
 
 
 def _validation(details: dict) -> None:
@@ -99,6 +104,8 @@ def _checked_by_the_common_checks(details: dict) -> None:
     """Its sides ran, were verified against each other (an error otherwise) and were measured."""
 
 
+FLOORED = ("incremental", "small_ingest")  # the benchmarks that measure a floor beside their two sides
+
 # What each benchmark's record must show beyond the checks every record gets (memory: its unit, below).
 CHECKS = {
     "ingest": _ingest,
@@ -110,7 +117,7 @@ CHECKS = {
     "share_merge": _share_merge,
     "peer": _peer,
     "memory": _checked_by_the_common_checks,
-    "small_ingest": _checked_by_the_common_checks,
+    "small_ingest": _small_ingest,
     "slot": _checked_by_the_common_checks,
     "cold_start": _cold_start,
     "no_new_data": _no_new_data,
@@ -155,6 +162,11 @@ def run_and_check(names: list[str], tmp_path: Path) -> None:
             assert record["met"] == Target(**record["target"]).met(record["score"])
         # every side was checked against the other after the runs
         CHECKS[name](record["details"])
+        if name in FLOORED:
+            assert record["floor"] and len(record["floor_stats"]["values"]) == 1
+            assert record["floor_score"] > 0 and isinstance(record["below_floor"], bool)
+        else:
+            assert "floor_stats" not in record
     if "memory" in records:
         assert records["memory"]["unit"] == "MiB"
 

@@ -64,6 +64,21 @@ def test_unknown_benchmark_name_is_refused_with_a_suggestion(tmp_path):
     assert "Known: ingest, incremental" in done.stderr
 
 
+@pytest.mark.local  # a subprocess
+def test_list_names_each_benchmark_its_target_and_any_floor(tmp_path):
+    done = _quick.bench("--list", tmp=tmp_path)
+    assert done.returncode == 0, done.stderr
+    blocks = {
+        block.split()[0]: block for block in done.stdout.split("\n") if block and not block[0].isspace()
+    }
+    assert list(blocks) == EXPECTED
+    text = done.stdout
+    small = text[text.index("small_ingest ") : text.index("\nslot ")]
+    assert "≤ 3x the baseline's time" in small and "floor: an empty Prefect flow run" in small
+    assert "floor: hand-written polars + one delta-rs upsert" in text[text.index("incremental ") :]
+    assert "floor:" not in text[text.index("ingest ") : text.index("\nincremental ")]
+
+
 def test_select_keeps_table_order_and_accepts_commas():
     available = dict.fromkeys(EXPECTED)
     assert select(available, ["memory,ingest"]) == ["ingest", "memory"]
@@ -134,23 +149,75 @@ def test_sides_alternate_after_warmup_and_measurements_replace_wall_time(tmp_pat
     assert not (tmp_path / "work" / "toy").exists()
 
 
+def _document(records: list[dict]) -> dict:
+    return {
+        "generated_at": "2026-01-01T00:00:00+00:00",
+        "command": "python -m bench",
+        "quick": True,
+        "duration_seconds": 1.0,
+        "machine": {"cpu_count": 2, "cpu_model": "x", "ram_gib": 1.0, "os": "Linux"},
+        "load_average": {"start": 0.5, "end": 0.7},
+        "versions": {"python": "3.11"},
+        "benchmarks": records,
+    }
+
+
+def _floored(calls: list[str], floor_seconds: float) -> Benchmark:
+    """The toy with a floor side: ours 6 s, baseline 3 s, the floor ``floor_seconds``."""
+    toy = _toy(calls)
+
+    def setup(size, context: Context) -> Case:
+        case = toy.setup(size, context)
+        case.floor = lambda: calls.append("floor") or Measurement(floor_seconds)
+        case.reset_floor = lambda: calls.append("reset-floor")
+        return case
+
+    return Benchmark(**{**toy.__dict__, "setup": setup, "floor": "the engine alone"})
+
+
+def test_a_floor_runs_after_both_sides_in_every_round_and_is_scored_against_the_baseline(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(_harness.gc, "collect", lambda: 0)
+    calls: list[str] = []
+    record = _harness.run_benchmark(_floored(calls, 4.8), quick=True, runs=2, cache=tmp_path)
+    sides = [c for c in calls if c in ("ours", "baseline", "floor")]
+    # warm-up round, then two counted rounds: the floor always last, so it never opens a round
+    assert sides == ["ours", "baseline", "floor", "ours", "baseline", "floor", "baseline", "ours", "floor"]
+    assert calls.count("reset-floor") == 3
+    assert record["floor"] == "the engine alone"
+    assert record["floor_stats"]["values"] == [4.8, 4.8]
+    assert record["floor_score"] == pytest.approx(1.6) and record["below_floor"] is True  # the target: 1.5x
+    assert record["met"] is False
+
+    text = _report.markdown(_document([record]))
+    assert "| **missed** (below the floor) |" in text
+    assert "## Floors" in text
+    assert (
+        "- **toy**: the engine alone: 4.800 s (4.800 s to 4.800 s), score 1.60x; the target (≤ 1.5x) is "
+        "below this floor: no change to this library's code alone can meet it." in text
+    )
+
+    calls.clear()
+    reachable = _harness.run_benchmark(_floored(calls, 1.5), quick=True, runs=2, cache=tmp_path)
+    assert reachable["floor_score"] == 0.5 and reachable["below_floor"] is False
+    text = _report.markdown(_document([reachable]))
+    assert "| **missed** |" in text and "the target (≤ 1.5x) is above this floor." in text
+
+
+def test_a_case_without_a_floor_records_none(tmp_path, monkeypatch):
+    monkeypatch.setattr(_harness.gc, "collect", lambda: 0)
+    record = _harness.run_benchmark(_toy([]), quick=True, runs=2, cache=tmp_path)
+    assert "floor_stats" not in record
+    assert "## Floors" not in _report.markdown(_document([record]))
+
+
 def test_a_failing_benchmark_is_recorded_not_raised(tmp_path):
     calls: list[str] = []
     record = _harness.run_benchmark(_toy(calls, fail=True), quick=True, runs=2, cache=tmp_path)
     assert record["error"] == "ValueError: ours broke"
     assert "cleanup" in calls
-    text = _report.markdown(
-        {
-            "generated_at": "2026-01-01T00:00:00+00:00",
-            "command": "python -m bench",
-            "quick": True,
-            "duration_seconds": 1.0,
-            "machine": {"cpu_count": 2, "cpu_model": "x", "ram_gib": 1.0, "os": "Linux"},
-            "load_average": {"start": 0.5, "end": 0.7},
-            "versions": {"python": "3.11"},
-            "benchmarks": [record],
-        }
-    )
+    text = _report.markdown(_document([record]))
     assert "| toy | 3 | 2 | — | — | — | — | ≤ 1.5x | **error** |" in text
     assert "- **toy**: ValueError: ours broke" in text
 
