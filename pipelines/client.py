@@ -257,8 +257,9 @@ class Run:
         self._outputs: dict | None = None
 
     def __repr__(self) -> str:
-        state = self._flow_run.state_name if self._flow_run is not None else "?"
-        return f"Run({self.workflow}/{self.namespace}, id={self.id}, state={state})"
+        # the state last read (submit and every wait or state read refresh it); repr never calls the API
+        state = self._flow_run.state_name if self._flow_run is not None else None
+        return f"Run({self.workflow}/{self.namespace}, id={self.id}, state={state or 'not read yet'})"
 
     @property
     def url(self) -> str | None:
@@ -775,7 +776,12 @@ class Client:
                         dict(earlier[0].parameters or {}),
                         to_json_values(params),
                     )
-                    return self._local_runs.get(str(earlier[0].id)) or Run(self, earlier[0].id, workflow.name)
+                    known = self._local_runs.get(str(earlier[0].id))
+                    if known is not None:
+                        return known
+                    run = Run(self, earlier[0].id, workflow.name)
+                    run._flow_run = earlier[0]
+                    return run
                 run_tags.append(key_tag)
             marker = f"{_SUBMISSION_TAG}{uuid.uuid4().hex}"
             thread = _RunThread(flow, params, [*run_tags, marker], self.namespace)
@@ -786,6 +792,7 @@ class Client:
                 thread.abandon()
                 raise
             run = Run(self, found.id, workflow.name, thread=thread)
+            run._flow_run = found
             self._local_runs[run.id] = run
             return run
 

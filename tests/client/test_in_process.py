@@ -43,6 +43,10 @@ def test_submit_wait_outputs_logs_and_runs_from_inside_a_running_event_loop(tmp_
         asyncio.get_running_loop()
         client = Client(namespace="research-loop")
         flights = client.submit("flights", through="2013-01-02")
+        assert re.fullmatch(
+            rf"Run\(flights/research-loop, id={flights.id}, state=(Scheduled|Pending|Running)\)",
+            repr(flights),
+        )
         with pytest.raises(RunNotFinishedError, match=re.escape("Call run.wait() first")):
             _ = flights.outputs
         with pytest.raises(RunTimeoutError, match=r"is still (Pending|Running) after 0\.01 s\. It goes on"):
@@ -57,6 +61,7 @@ def test_submit_wait_outputs_logs_and_runs_from_inside_a_running_event_loop(tmp_
 
     assert client.mode == "in-process" and flights.url is None
     assert (flights.state, model.state) == ("Completed", "Completed")
+    assert repr(model) == f"Run(delay_model/research-loop, id={model.id}, state=Completed)"
     assert flights.outputs["window"] == "2013-01-01..2013-01-02"
     assert flights.outputs["datasets"]["flights"]["written"] > 0
     outputs = model.outputs
@@ -142,9 +147,11 @@ def test_an_idempotency_key_returns_the_first_run_instead_of_starting_another():
     first = client.submit("delay_model", seed=3, idempotency_key="cell-1")
     again = client.submit("delay_model", seed=3, idempotency_key="cell-1")
     assert again.id == first.id
+    assert "state=not read yet" not in repr(first)
     first.wait(progress=False)
     # A new client (a restarted kernel) finds it through the API.
-    assert Client().submit("delay_model", seed=3, idempotency_key="cell-1").id == first.id
+    found = Client().submit("delay_model", seed=3, idempotency_key="cell-1")
+    assert found.id == first.id and repr(found).endswith(f", state={first.state})")  # as the API has it
     with pytest.raises(IdempotencyConflictError) as caught:
         client.submit("delay_model", seed=4, idempotency_key="cell-1")
     assert (
