@@ -41,7 +41,7 @@ def _verdict(record: dict[str, Any]) -> str:
         return "reported only"
     if record.get("met"):
         return "met"
-    return "**missed** (below the floor)" if record.get("below_floor") else "**missed**"
+    return "**missed** (out of the floor's reach)" if record.get("out_of_reach") else "**missed**"
 
 
 def markdown(document: dict[str, Any]) -> str:
@@ -103,7 +103,7 @@ def markdown(document: dict[str, Any]) -> str:
     if floors:
         lines += [
             "",
-            "## Floors (the engines' own cost of the same work, measured in the same rounds)",
+            "## Floors (the engines alone on the same work, measured in the same rounds)",
             "",
         ]
         for r in floors:
@@ -111,9 +111,9 @@ def markdown(document: dict[str, Any]) -> str:
             reach = ""
             if target:
                 verdict = (
-                    "below this floor: no change to this library's code alone can meet it"
-                    if r["below_floor"]
-                    else "above this floor"
+                    "out of its reach: no change to this library's code alone can meet it"
+                    if r["out_of_reach"]
+                    else "within its reach"
                 )
                 reach = f"; the target ({target['text']}) is {verdict}"
             lines.append(
