@@ -5,8 +5,8 @@ runner (``pipelines.cookbooks._runner.run_graph``): one coarse task per dataset.
 on a Dask cluster of 2 single-threaded worker processes (``dask scheduler`` + ``dask worker
 --nworkers 2`` on loopback, started once by the setup, as an existing cluster would be:
 PIPELINES_DASK_ADDRESS); the baseline is the in-process path (no Dask setting), one task at a time.
-Dask workers report task runs to a Prefect API, so the setup starts a ``prefect server`` on loopback
-and both sides use it. The score is the speedup, baseline time / ours.
+Dask workers report task runs to a Prefect API, so the setup starts a ``prefect server`` on loopback,
+on a PostgreSQL database of its own, and both sides use it. The score is the speedup, baseline time / ours.
 
 The floor is the same ingests as plain function calls (the ingest flow's steps through ``.fn``, as
 ``orchestration``'s baseline) in a pool of 2 worker processes with the same polars threads as the Dask
@@ -27,7 +27,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench import _common, _data, _env
+from bench import _common, _data, _env, _postgres
 from bench._harness import Benchmark, Case, Context, Stats, Target
 
 WORKERS = 2
@@ -92,8 +92,13 @@ def _health(url: str) -> bool:
         return response.status == 200
 
 
-def _services(work: Path, stack: contextlib.ExitStack) -> str:
-    """A Prefect server (this process's API for the benchmark) and a Dask cluster; returns its address."""
+def _services(work: Path, stack: contextlib.ExitStack, database: str) -> str:
+    """A Prefect server on PostgreSQL (this process's API for the benchmark) and a Dask cluster; returns
+    the cluster's address.
+
+    PostgreSQL, as Prefect asks of a server that several processes write to at once: on SQLite, two
+    workers' task-state and slot writes meet "database is locked", and Prefect's client waits a second or
+    more before each retry (docs/scaling.md)."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     env = _env.child_env()
@@ -103,7 +108,7 @@ def _services(work: Path, stack: contextlib.ExitStack) -> str:
     api = f"http://127.0.0.1:{port}/api"
     server_env = {k: v for k, v in env.items() if not k.startswith("PREFECT_API_URL")} | {
         "PREFECT_HOME": str(server_home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{server_home / 'server.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": _postgres.url(database).replace("+psycopg", "+asyncpg"),
         "PREFECT_API_SERVICES_LATE_RUNS_ENABLED": "false",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
@@ -231,8 +236,10 @@ def setup(size: tuple[int, int], context: Context) -> Case:
         context.work / "plain",
     )
     stack = contextlib.ExitStack()
+    databases = _postgres.Databases("parallel")
+    stack.callback(databases.drop_all)  # after the server has stopped (callbacks run last-in, first-out)
     try:
-        address = _services(context.work, stack)
+        address = _services(context.work, stack, databases.create("prefect"))
         pool = _plain_pool(plain_data, landing, registry, stack)
     except BaseException:
         stack.close()
@@ -278,7 +285,12 @@ def setup(size: tuple[int, int], context: Context) -> Case:
         verify=verify,
         floor=plain,
         reset_floor=lambda: _common.fresh(plain_data),
-        details={"datasets": datasets, "rows_per_dataset": rows, "dask_workers": WORKERS},
+        details={
+            "datasets": datasets,
+            "rows_per_dataset": rows,
+            "dask_workers": WORKERS,
+            "databases": f"{databases.prefix}_*",
+        },
         cleanup=cleanup,
     )
 

@@ -21,7 +21,7 @@ GROUPS = (
     ["ingest", "incremental", "validation", "parallel", "cold_start", "no_new_data"],
     ["orchestration", "share_append", "share_merge", "peer", "memory", "small_ingest", "slot", "state_read"],
 )
-POSTGRES_BENCHMARKS = ("share_append", "share_merge", "peer")  # each creates and drops databases of its own
+POSTGRES_BENCHMARKS = ("parallel", "share_append", "share_merge", "peer")  # each creates and drops databases
 
 
 def dlt_python() -> str:
