@@ -294,11 +294,20 @@ def _deployments(server, namespace: str) -> dict:
 
 
 def _everything(server) -> dict:
-    """Every deployment (id, updated, version, tags, schedules), variable and work queue on the server."""
+    """Every deployment (id, updated, version, tags, schedules), variable and work queue on the server.
+
+    A worker's poll rewrites its queues' deployments (``last_polled``, and with it ``updated``) every second,
+    so a deployment a worker has polled is compared without ``updated``."""
 
     async def call(client):
         deployments = {
-            str(d.id): (d.name, str(d.updated), d.version, sorted(d.tags), [s.schedule for s in d.schedules])
+            str(d.id): (
+                d.name,
+                "polled" if d.last_polled is not None else str(d.updated),
+                d.version,
+                sorted(d.tags),
+                sorted(str(s.schedule) for s in d.schedules),
+            )
             for d in await client.read_deployments()
         }
         variables = {v.name: v.value for v in await client.read_variables()}
