@@ -21,9 +21,9 @@ def dsn(database: str) -> str:
     return f"host={HOST} port={PORT} user={USER} dbname={database}"
 
 
-def url(database: str) -> str:
-    """The SQLAlchemy URL pipelines' Warehouse takes."""
-    return f"postgresql+psycopg://{USER}@{HOST}:{PORT}/{database}"
+def url(database: str, driver: str = "psycopg") -> str:
+    """The SQLAlchemy URL pipelines' Warehouse takes (``driver="asyncpg"``: what a Prefect server takes)."""
+    return f"postgresql+{driver}://{USER}@{HOST}:{PORT}/{database}"
 
 
 def _admin(sql: str) -> None:

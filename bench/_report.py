@@ -26,9 +26,7 @@ def _side(stats: dict[str, Any] | None, unit: str) -> str:
     )
 
 
-def _score(record: dict[str, Any]) -> str:
-    unit = record["score_unit"]
-    value = record.get("score")
+def _score(value: float | None, unit: str) -> str:
     if value is None:
         return "—"
     return f"{value:.2f}x" if unit == "x" else f"{value:.3f} {unit}"
@@ -81,7 +79,7 @@ def markdown(document: dict[str, Any]) -> str:
                     _side(record.get("ours_stats"), record["unit"]),
                     _side(record.get("baseline_stats"), record["unit"]),
                     f"{ratio:.2f}x" if isinstance(ratio, float) and math.isfinite(ratio) else "—",
-                    _score(record),
+                    _score(record.get("score"), record["score_unit"]),
                     target,
                     _verdict(record),
                 ]
@@ -118,7 +116,7 @@ def markdown(document: dict[str, Any]) -> str:
                 reach = f"; the target ({target['text']}) is {verdict}"
             lines.append(
                 f"- **{r['name']}**: {r['floor']}: {_side(r['floor_stats'], r['unit'])}, "
-                f"score {_score({'score': r['floor_score'], 'score_unit': r['score_unit']})}{reach}."
+                f"score {_score(r['floor_score'], r['score_unit'])}{reach}."
             )
     errors = [r for r in document["benchmarks"] if r.get("error")]
     if errors:

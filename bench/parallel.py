@@ -108,7 +108,7 @@ def _services(work: Path, stack: contextlib.ExitStack, database: str) -> str:
     api = f"http://127.0.0.1:{port}/api"
     server_env = {k: v for k, v in env.items() if not k.startswith("PREFECT_API_URL")} | {
         "PREFECT_HOME": str(server_home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": _postgres.url(database).replace("+psycopg", "+asyncpg"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": _postgres.url(database, driver="asyncpg"),
         "PREFECT_API_SERVICES_LATE_RUNS_ENABLED": "false",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }

@@ -247,13 +247,15 @@ class Run:
         workflow: str,
         *,
         thread: threading.Thread | None = None,
+        flow_run=None,
     ) -> None:
+        """``flow_run``: the API's record of the run when the caller has it (the state ``repr`` shows)."""
         self._client = client
         self.id = str(run_id)
         self.workflow = workflow
         self.namespace = client.namespace
         self._thread = thread
-        self._flow_run = None
+        self._flow_run = flow_run
         self._outputs: dict | None = None
 
     def __repr__(self) -> str:
@@ -740,9 +742,7 @@ class Client:
         if key is not None:
             expected = {**to_json_values(deployment.parameters or {}), **values}
             self._check_reuse(flow_run.id, key, workflow, dict(flow_run.parameters or {}), expected)
-        run = Run(self, flow_run.id, workflow.name)
-        run._flow_run = flow_run
-        return run
+        return Run(self, flow_run.id, workflow.name, flow_run=flow_run)
 
     def _find_runs_tagged(self, flow_name: str, tags: list[str]) -> list:
         from prefect.client.schemas.filters import FlowFilter, FlowFilterName
@@ -776,12 +776,9 @@ class Client:
                         dict(earlier[0].parameters or {}),
                         to_json_values(params),
                     )
-                    known = self._local_runs.get(str(earlier[0].id))
-                    if known is not None:
-                        return known
-                    run = Run(self, earlier[0].id, workflow.name)
-                    run._flow_run = earlier[0]
-                    return run
+                    return self._local_runs.get(str(earlier[0].id)) or Run(
+                        self, earlier[0].id, workflow.name, flow_run=earlier[0]
+                    )
                 run_tags.append(key_tag)
             marker = f"{_SUBMISSION_TAG}{uuid.uuid4().hex}"
             thread = _RunThread(flow, params, [*run_tags, marker], self.namespace)
@@ -791,8 +788,7 @@ class Client:
             except BaseException:
                 thread.abandon()
                 raise
-            run = Run(self, found.id, workflow.name, thread=thread)
-            run._flow_run = found
+            run = Run(self, found.id, workflow.name, thread=thread, flow_run=found)
             self._local_runs[run.id] = run
             return run
 
@@ -963,8 +959,7 @@ class Client:
         rows = []
         now = datetime.now(UTC)
         for flow_run in flow_runs:
-            run = Run(self, flow_run.id, flow_names.get(flow_run.flow_id, "?"))
-            run._flow_run = flow_run
+            run = Run(self, flow_run.id, flow_names.get(flow_run.flow_id, "?"), flow_run=flow_run)
             summary = ""
             if outputs and flow_run.state is not None and flow_run.state.type.value == "COMPLETED":
                 try:
